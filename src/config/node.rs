@@ -1,0 +1,1 @@
+//! A spanned tree (stub).

@@ -1,0 +1,21 @@
+//! tidegate: the one program on an aquaculture gateway.
+//!
+//! A validated [`config::Config`] says which jobs exist; the [`scheduler`] fires them on
+//! the monotonic clock (intervals) or on a trusted wall clock (cron, one-shots) as the
+//! [`clock`] allows; each run is carried out by [`job`] and its outcome lands in the
+//! [`store`], the one SQLite database under `state_dir` that also holds every reading
+//! until the server has it. The [`agent`] wires these from a config and applies new
+//! ones; the [`cli`] reads the same store, so it works while an agent runs.
+//!
+//! Modules in reading order: vocabulary first, then the pure cores, then the shells.
+
+pub mod time;
+pub mod cron;
+pub mod config;
+pub mod clock;
+pub mod store;
+pub mod scheduler;
+pub mod job;
+pub mod agent;
+pub mod logging;
+pub mod cli;
