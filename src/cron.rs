@@ -26,4 +26,9 @@ impl CronExpr {
     pub fn next_after(&self, _after: DateTime<Utc>, _zone: Tz) -> Option<DateTime<Utc>> {
         None
     }
+
+    /// The latest fire at or before `at`, in `zone`.
+    pub fn prev_at_or_before(&self, _at: DateTime<Utc>, _zone: Tz) -> Option<DateTime<Utc>> {
+        None
+    }
 }

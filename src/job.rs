@@ -1,1 +1,191 @@
-//! job (in progress)
+//! What one run of a job does, wrapped in its policy: timeout, retries with backoff,
+//! cancellation, and the record it leaves in the store.
+//!
+//! Invariants: a run's outcome is decided here and nowhere else; a failed attempt is
+//! retried only while attempts remain and the run was not cancelled; the whole run,
+//! retries and their waits included, is one record in `job_runs`. This module does not
+//! know when jobs fire (that is the scheduler's).
+
+pub mod command;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, JobConfig, JobKind};
+use crate::store::StoreHandle;
+use crate::store::jobs::{self, Origin, Outcome};
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Timeout,
+    Cancelled,
+    Error(String),
+}
+
+/// How a whole run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+/// What a run may reach: the configuration it runs under and the clocks.
+#[derive(Clone)]
+pub struct JobContext {
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Runs `job` once under its policy: each attempt limited by `timeout`, failures
+/// retried per `retry`, everything stopped by `cancel`.
+pub async fn run(job: &JobConfig, ctx: &JobContext, cancel: &CancellationToken) -> RunReport {
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = attempt(job, ctx, cancel).await;
+        let failure = match result {
+            Ok(()) => {
+                return RunReport { outcome: Outcome::Success, error: None, attempts, duration: started.elapsed() };
+            }
+            Err(failure) => failure,
+        };
+        let retries_left = job.retry.is_some_and(|r| attempts <= r.attempts);
+        if failure != Failure::Cancelled && retries_left {
+            let policy = job.retry.expect("retries_left implies a policy");
+            let wait = retry::backoff(&policy, attempts, fastrand::f64());
+            tracing::warn!(job = %job.name, attempt = attempts, error = %describe(&failure), retry_in = ?wait, "run failed, retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => continue,
+                () = cancel.cancelled() => {
+                    return report(Failure::Cancelled, attempts, started);
+                }
+            }
+        }
+        return report(failure, attempts, started);
+    }
+}
+
+fn report(failure: Failure, attempts: u32, started: Instant) -> RunReport {
+    let outcome = match failure {
+        Failure::Timeout => Outcome::Timeout,
+        Failure::Cancelled => Outcome::Cancelled,
+        Failure::Error(_) => Outcome::Failure,
+    };
+    RunReport { outcome, error: Some(describe(&failure)), attempts, duration: started.elapsed() }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Timeout => "timed out".to_string(),
+        Failure::Cancelled => "cancelled at shutdown".to_string(),
+        Failure::Error(e) => e.clone(),
+    }
+}
+
+async fn attempt(job: &JobConfig, ctx: &JobContext, cancel: &CancellationToken) -> Result<(), Failure> {
+    if let JobKind::Command(spec) = &job.kind {
+        return command::run(&job.name, spec, job.timeout, cancel).await;
+    }
+    let work = builtin(job, ctx);
+    let limit = async {
+        match job.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = limit => Err(Failure::Timeout),
+        () = cancel.cancelled() => Err(Failure::Cancelled),
+    }
+}
+
+/// The built-in jobs. Each says what it does; the parts that need the MQTT client, the
+/// sensor buses or the uploader report that those are not part of this build yet.
+async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
+    let config = &ctx.config;
+    match &job.kind {
+        JobKind::Heartbeat => {
+            let now = ctx.clock.now();
+            tracing::info!(job = %job.name, trusted = now.trusted, mqtt = config.mqtt.is_some(), "heartbeat: alive; health publishing over MQTT is not in this build");
+        }
+        JobKind::Sample { sensors } => {
+            let count = match sensors {
+                Some(ids) => ids.len(),
+                None => config.sensors.iter().filter(|s| s.enabled).count(),
+            };
+            tracing::info!(job = %job.name, sensors = count, "sample: sensor reading is not in this build; nothing stored");
+        }
+        JobKind::Upload => match &config.upload {
+            Some(upload) => tracing::info!(job = %job.name, url = %upload.url, "upload: the uploader is not in this build; readings stay buffered"),
+            None => tracing::info!(job = %job.name, "upload: no [upload] section; readings stay buffered"),
+        },
+        JobKind::Cleanup => cleanup(job, ctx)?,
+        JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
+    }
+    Ok(())
+}
+
+/// Deletes rotated logs past `log_max_age`; only on a trusted clock, since a clock in
+/// 2099 would make every file old.
+fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
+    let agent = &ctx.config.agent;
+    let Some(dir) = &agent.log_dir else {
+        tracing::info!(job = %job.name, "cleanup: no log_dir; nothing to prune");
+        return Ok(());
+    };
+    let now = ctx.clock.now();
+    if !now.trusted {
+        tracing::info!(job = %job.name, "cleanup: clock not trusted; age-based deletion waits");
+        return Ok(());
+    }
+    let removed = crate::logging::prune_old_logs(dir, agent.log_max_age, now.wall.into())
+        .map_err(|e| Failure::Error(format!("pruning logs in {}: {e}", dir.display())))?;
+    tracing::info!(job = %job.name, removed, "cleanup: old logs pruned");
+    Ok(())
+}
+
+/// Runs `job` and records the run in the store: a row at the start (so a crash leaves
+/// an open run that the next start-up closes as aborted) and its outcome at the end.
+pub async fn run_recorded(
+    job: &JobConfig,
+    ctx: &JobContext,
+    store: &StoreHandle,
+    origin: Origin,
+    nominal: Option<DateTime<Utc>>,
+    cancel: &CancellationToken,
+) -> RunReport {
+    let name = job.name.clone();
+    let started = ctx.clock.now().wall;
+    let run_id = store
+        .call(move |c| jobs::start_run(c, &name, origin, started, nominal))
+        .await
+        .map_err(|e| tracing::error!(job = %job.name, error = %e, "cannot record run start"))
+        .ok();
+    tracing::debug!(job = %job.name, ?origin, "run started");
+    let report = run(job, ctx, cancel).await;
+    match &report.error {
+        None => tracing::info!(job = %job.name, attempts = report.attempts, duration = ?report.duration, "run succeeded"),
+        Some(err) => tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed"),
+    }
+    if let Some(run_id) = run_id {
+        let (name, outcome, error, attempts) = (job.name.clone(), report.outcome, report.error.clone(), report.attempts);
+        let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = store
+            .call(move |c| jobs::finish_run(c, &name, run_id, outcome, error.as_deref(), ms, attempts))
+            .await
+        {
+            tracing::error!(job = %job.name, error = %e, "cannot record run outcome");
+        }
+    }
+    report
+}

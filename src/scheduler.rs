@@ -1,1 +1,252 @@
-//! scheduler (in progress)
+//! The scheduler's async shell: it reads the clocks, asks the [`plan::Plan`] what is
+//! due, starts runs, records what happened in the store, and takes commands (run now,
+//! pause, resume, a new configuration) through a [`SchedulerHandle`].
+//!
+//! Invariants: one task owns the plan; every decision is the plan's, this loop only
+//! carries them out. At shutdown nothing new fires; running jobs get
+//! `agent.shutdown_grace`, then are cancelled (command jobs killed) and recorded.
+
+mod calendar;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use calendar::Calendar;
+use plan::{Action, Plan, Remembered};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::job::{self, JobContext};
+use crate::store::StoreHandle;
+use crate::store::jobs::{self as job_store, Outcome};
+
+/// After the grace time, how long cancelled runs get to be killed and recorded.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
+
+enum Command {
+    RunNow(String, oneshot::Sender<Result<(), String>>),
+    Pause(String, oneshot::Sender<Result<(), String>>),
+    Resume(String, oneshot::Sender<Result<(), String>>),
+    Reconfigure(Arc<Config>),
+}
+
+/// The clonable side of the scheduler task.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::Sender<Command>,
+    ticks: Arc<AtomicU64>,
+}
+
+impl SchedulerHandle {
+    pub async fn run_now(&self, job: &str) -> Result<(), String> {
+        self.ask(|reply| Command::RunNow(job.to_string(), reply)).await
+    }
+
+    pub async fn pause(&self, job: &str) -> Result<(), String> {
+        self.ask(|reply| Command::Pause(job.to_string(), reply)).await
+    }
+
+    pub async fn resume(&self, job: &str) -> Result<(), String> {
+        self.ask(|reply| Command::Resume(job.to_string(), reply)).await
+    }
+
+    /// Hands over a new, already validated configuration.
+    pub async fn reconfigure(&self, config: Arc<Config>) -> Result<(), String> {
+        self.tx.send(Command::Reconfigure(config)).await.map_err(|_| "scheduler has stopped".to_string())
+    }
+
+    /// How many times the loop has looked at the clocks: the watchdog's proof of life.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| "scheduler has stopped".to_string())?;
+        answer.await.map_err(|_| "scheduler has stopped".to_string())?
+    }
+}
+
+/// Starts the scheduler task. It ends after `shutdown` is cancelled and its runs have
+/// finished or been cancelled.
+pub async fn spawn(
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    store: StoreHandle,
+    shutdown: CancellationToken,
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+    let names: Vec<(String, &'static str)> = config.jobs.iter().map(|j| (j.name.clone(), j.kind.name())).collect();
+    let records = store
+        .call(move |conn| {
+            let aborted = job_store::abort_orphaned_runs(conn)?;
+            if aborted > 0 {
+                tracing::warn!(runs = aborted, "runs cut off by the previous stop recorded as aborted");
+            }
+            for (name, kind) in &names {
+                job_store::ensure(conn, name, kind)?;
+            }
+            job_store::all(conn)
+        })
+        .await?;
+    let remembered: BTreeMap<String, Remembered> = records
+        .into_iter()
+        .map(|r| (r.name.clone(), Remembered { state: Some(r.state), last_nominal: r.last_nominal }))
+        .collect();
+    let now = clock.now();
+    let plan = Plan::new(&config.jobs, config.agent.timezone, config.agent.max_running, &remembered, now);
+    let (tx, rx) = mpsc::channel(16);
+    let ticks = Arc::new(AtomicU64::new(0));
+    let shell = Shell {
+        plan,
+        ctx: JobContext { config, clock },
+        store,
+        ticks: Arc::clone(&ticks),
+        tracker: TaskTracker::new(),
+        cancel_runs: CancellationToken::new(),
+        done: mpsc::unbounded_channel(),
+    };
+    let task = tokio::spawn(shell.run(rx, shutdown));
+    Ok((SchedulerHandle { tx, ticks }, task))
+}
+
+struct Shell {
+    plan: Plan,
+    ctx: JobContext,
+    store: StoreHandle,
+    ticks: Arc<AtomicU64>,
+    tracker: TaskTracker,
+    cancel_runs: CancellationToken,
+    done: (mpsc::UnboundedSender<(String, Outcome)>, mpsc::UnboundedReceiver<(String, Outcome)>),
+}
+
+impl Shell {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        loop {
+            let now = self.ctx.clock.now();
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            let actions = self.plan.tick(now);
+            self.carry_out(actions).await;
+            let wake = self.ctx.clock.origin() + self.plan.next_wake(now);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some((job, outcome)) = self.done.1.recv() => {
+                    let actions = self.plan.finished(&job, outcome, self.ctx.clock.now());
+                    self.carry_out(actions).await;
+                }
+                Some(command) = commands.recv() => self.command(command).await,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn command(&mut self, command: Command) {
+        let now = self.ctx.clock.now();
+        match command {
+            Command::RunNow(job, reply) => {
+                let _ = reply.send(self.plan.run_now(&job, now));
+            }
+            Command::Pause(job, reply) => {
+                let result = self.plan.pause(&job, now);
+                let answer = result.as_ref().map(|_| ()).map_err(Clone::clone);
+                if let Ok(actions) = result {
+                    self.carry_out(actions).await;
+                }
+                let _ = reply.send(answer);
+            }
+            Command::Resume(job, reply) => {
+                let result = self.plan.resume(&job, now);
+                let answer = result.as_ref().map(|_| ()).map_err(Clone::clone);
+                if let Ok(actions) = result {
+                    self.carry_out(actions).await;
+                }
+                let _ = reply.send(answer);
+            }
+            Command::Reconfigure(config) => {
+                let names: Vec<(String, &'static str)> =
+                    config.jobs.iter().map(|j| (j.name.clone(), j.kind.name())).collect();
+                self.record(move |c| {
+                    for (name, kind) in &names {
+                        job_store::ensure(c, name, kind)?;
+                    }
+                    Ok(())
+                })
+                .await;
+                self.plan.reconfigure(&config.jobs, config.agent.timezone, config.agent.max_running, now);
+                self.ctx.config = config;
+                tracing::info!(jobs = self.ctx.config.jobs.len(), "scheduler took the new configuration");
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Start { job, origin, nominal, late } => {
+                    let Some(cfg) = self.ctx.config.job(&job).cloned() else { continue };
+                    if late > Duration::from_secs(1) {
+                        tracing::debug!(job = %job, late = ?late, "starting late");
+                    }
+                    let (ctx, store, cancel, done) =
+                        (self.ctx.clone(), self.store.clone(), self.cancel_runs.clone(), self.done.0.clone());
+                    self.tracker.spawn(async move {
+                        let report = job::run_recorded(&cfg, &ctx, &store, origin, nominal, &cancel).await;
+                        let _ = done.send((cfg.name, report.outcome));
+                    });
+                }
+                Action::Missed { job, count } => {
+                    tracing::warn!(job = %job, count, "fires missed");
+                    self.record(move |c| job_store::add_missed(c, &job, count)).await;
+                }
+                Action::Skipped { job } => {
+                    tracing::warn!(job = %job, "fire skipped: the previous run is still running");
+                    self.record(move |c| job_store::add_skipped(c, &job)).await;
+                }
+                Action::NextDue { job, at } => {
+                    self.record(move |c| job_store::set_next_due(c, &job, at)).await;
+                }
+                Action::State { job, state } => {
+                    tracing::info!(job = %job, state = state.as_str(), "job state");
+                    self.record(move |c| job_store::set_state(c, &job, state)).await;
+                }
+                Action::ClockStep { delta_ms } => {
+                    tracing::warn!(delta_ms, "wall clock stepped; intervals re-aligned, calendar jobs re-planned");
+                }
+                Action::ClockTrusted => tracing::info!("wall clock is trusted; calendar jobs scheduled"),
+            }
+        }
+    }
+
+    async fn record<F>(&self, f: F)
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<(), crate::store::StoreError> + Send + 'static,
+    {
+        if let Err(e) = self.store.call(f).await {
+            tracing::error!(error = %e, "cannot record job state");
+        }
+    }
+
+    /// Stops firing, gives running jobs their grace, then cancels what is left.
+    async fn stop(self) {
+        self.tracker.close();
+        let grace = self.ctx.config.agent.shutdown_grace;
+        if !self.tracker.is_empty() {
+            tracing::info!(running = self.tracker.len(), grace = ?grace, "waiting for running jobs");
+        }
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(running = self.tracker.len(), "grace time over; cancelling running jobs");
+            self.cancel_runs.cancel();
+            if tokio::time::timeout(CANCEL_WAIT, self.tracker.wait()).await.is_err() {
+                tracing::error!("runs did not stop after cancellation");
+            }
+        }
+    }
+}

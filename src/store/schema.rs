@@ -1,0 +1,78 @@
+//! The schema of `buffer.db` and its migrations.
+//!
+//! Invariants: `PRAGMA user_version` is the number of migrations applied; migrations
+//! only ever append to [`MIGRATIONS`], each runs in one `BEGIN IMMEDIATE` transaction,
+//! and a database from a newer build is refused rather than guessed at.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: &[&str] = &[
+    // 1: identity and job bookkeeping.
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     ) STRICT;
+     -- One row per job name ever scheduled: counters and the last run, across restarts.
+     CREATE TABLE job_state (
+         name             TEXT PRIMARY KEY,
+         kind             TEXT NOT NULL,
+         state            TEXT NOT NULL DEFAULT 'active',  -- active | paused | completed | failed
+         runs             INTEGER NOT NULL DEFAULT 0,
+         successes        INTEGER NOT NULL DEFAULT 0,
+         failures         INTEGER NOT NULL DEFAULT 0,
+         missed           INTEGER NOT NULL DEFAULT 0,
+         skipped          INTEGER NOT NULL DEFAULT 0,
+         last_start_ms    INTEGER,
+         last_duration_ms INTEGER,
+         last_outcome     TEXT,
+         last_error       TEXT,
+         next_due_ms      INTEGER,
+         last_nominal_ms  INTEGER   -- the scheduled time of the last fire, for catch-up
+     ) STRICT;
+     -- Recent runs, newest kept; a row without an outcome is a run in progress.
+     CREATE TABLE job_runs (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         job         TEXT NOT NULL,
+         origin      TEXT NOT NULL,      -- schedule | manual
+         pid         INTEGER NOT NULL,   -- the process running it
+         started_ms  INTEGER NOT NULL,
+         duration_ms INTEGER,
+         attempts    INTEGER NOT NULL DEFAULT 1,
+         outcome     TEXT,               -- success | failure | timeout | cancelled | aborted
+         error       TEXT
+     ) STRICT;
+     CREATE INDEX job_runs_by_job ON job_runs (job, id);",
+];
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now >= version {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        if version == 1 {
+            tx.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [new_epoch()])?;
+        }
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// 128 random bits as lower-case hex.
+fn new_epoch() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
