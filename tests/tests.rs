@@ -1,1 +1,5 @@
-//! Integration tests: one binary, one module per area.
+//! Integration tests: one binary, one module per area, shared fakes in `support`.
+
+mod support;
+
+mod scheduler;

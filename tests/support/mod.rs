@@ -1,0 +1,3 @@
+//! Fakes and harnesses shared by the integration tests.
+
+pub mod sim;
