@@ -5,26 +5,26 @@
 //!
 //! # Which crate, and what is wrapped
 //!
-//! Evaluation is done by `croner` 4 (POSIX dialect: 5 fields or 6 with seconds, day of
-//! week 0-7 with 0 and 7 both Sunday, day-of-month OR day-of-week as in Vixie cron, and
-//! documented OCPS rules for DST). The `cron` crate is not used: it speaks the Quartz
-//! dialect (seconds required so `*/5 * * * *` is an error, 1 = Sunday and 0 rejected,
-//! day-of-month AND day-of-week, and both instants of a repeated hour for a fixed-time
-//! job). croner is wrapped, not trusted with the text: its parser lower-cases nothing
-//! field by field (it replaces `MON`, `JAN` anywhere in the string, so a month name is
-//! accepted in the day-of-week field), silently accepts Quartz `?`, `L`, `W`, `#` and its
-//! own `+`, and reports errors in its own words. So this module has its own strict
-//! parser: it validates every field, resolves names per field, rejects Quartz-only
-//! syntax, reversed ranges, out-of-range values, steps without a range (`5/15`), and
-//! day-of-month/month combinations that can never occur (`0 0 30 feb *`), each with a
-//! one-line lowercase message. croner then gets a normalised numeric 6-field pattern
-//! (explicit value lists, `*` kept only where the text said `*`) and parses it with
-//! seconds required, no year field, OR rule, POSIX weekdays and no sloppy ranges.
-//! Around croner's search: instants are truncated to whole seconds, inputs outside
-//! years 1000-4000 give `None` (chrono panics at the edges of its range), every answer
-//! is checked to lie on the right side of the input, and a search that croner gives up
-//! on (a clock gap longer than croner's 2 h gap search, e.g. Pacific/Apia skipping
-//! 2011-12-30) is retried from a later (or earlier) hour instead of reporting "never".
+//! Evaluation is done by `croner` 4: it speaks the POSIX/Vixie dialect (5 fields, or 6
+//! with seconds first; day of week 0-7 with 0 and 7 both Sunday; day-of-month OR
+//! day-of-week) and implements the OCPS DST rules below, which the tests pin down. The
+//! `cron` crate is not used: it speaks the Quartz dialect (seconds required, so
+//! `*/5 * * * *` is an error; 1 = Sunday and 0 rejected; day-of-month AND day-of-week;
+//! both instants of a repeated hour for a fixed-time job). croner is not trusted with
+//! the text as written: its parser substitutes names anywhere in the string (`jan` in
+//! the day-of-week field becomes 1, Monday), silently accepts Quartz `?`, `L`, `W`, `#`
+//! and its own `+`, and words its errors for programmers. So this module parses
+//! strictly itself (names per field, ranges, lists, steps, macros), rejecting Quartz
+//! syntax, reversed ranges, out-of-range values, steps without a range (`5/15`) and
+//! days that never come (`0 0 30 feb *`) with a one-line lowercase message, and hands
+//! croner a normalised numeric 6-field pattern (explicit value lists; `*` only where
+//! the text said `*`) parsed with seconds required, no year field, OR rule, POSIX
+//! weekdays and no sloppy ranges. Around croner's search: inputs are truncated to whole
+//! seconds, instants outside years 1000-4000 give `None` (chrono panics converting at
+//! the edges of its range), every answer is checked to lie on the right side of the
+//! input, and a search croner gives up on (a clock gap longer than its 2 h gap search,
+//! e.g. Pacific/Apia skipping 2011-12-30) is retried an hour further on instead of
+//! reporting that the job never fires again.
 //!
 //! # DST rules (croner's OCPS rules, verified by the tests below)
 //!
@@ -40,9 +40,9 @@
 //!   each of the two passes through the repeated hour.
 //!
 //! Day-of-month and day-of-week: when both are restricted (anything but a bare `*`,
-//! so `*/2` counts as restricted) a day matching either fires. This is the POSIX
-//! reading; Vixie cron's quirk of treating any field that starts with `*` as
-//! unrestricted is not copied.
+//! so `*/2` counts as restricted) a day matching either fires, as in croner. Vixie
+//! cron's quirk of treating any field that starts with `*` as unrestricted is not
+//! copied. `0 0 31 * *` fires only in months with a 31st, as in every cron.
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use chrono_tz::Tz;
@@ -1051,5 +1051,37 @@ mod tests {
         let expr = CronExpr::parse("30 12 * * *").expect("valid");
         let from = utc("2011-12-29T22:30:00Z").with_timezone(&apia);
         assert!(expr.cron.find_next_occurrence(&from, false).is_err());
+    }
+
+    #[test]
+    fn junk_never_panics_and_whatever_parses_fires() {
+        // Random field soup, weighted towards almost-valid expressions.
+        let atoms = [
+            "*", "*/5", "0", "7", "15", "29", "30", "31", "59", "60", "1-5", "5-1", "mon", "jan",
+            "fri-sun", "?", "L", "5L", "15W", "#", "1,15", "/", "-", ",", "@daily", "@x", "feb",
+            "0-7/2", "2", "24", "+1", "",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x71de_9a7e);
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let fields = rng.usize(0..8);
+            let text: Vec<&str> = (0..fields)
+                .map(|_| atoms[rng.usize(..atoms.len())])
+                .collect();
+            let text = text.join(if rng.bool() { " " } else { "\t" });
+            let Ok(expr) = CronExpr::parse(&text) else {
+                continue;
+            };
+            parsed += 1;
+            for zone in ["UTC", "Europe/Berlin", "Australia/Lord_Howe"] {
+                let next = expr.next_after(utc(NEW_YEAR), tz(zone));
+                assert!(next.is_some(), "{text:?} in {zone} never fires");
+                assert!(
+                    expr.prev_at_or_before(utc("2035-01-01T00:00:00Z"), tz(zone))
+                        .is_some()
+                );
+            }
+        }
+        assert!(parsed > 100, "only {parsed} of the samples parsed");
     }
 }
