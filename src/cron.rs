@@ -683,6 +683,7 @@ mod tests {
 
     const BERLIN: &str = "Europe/Berlin";
     const NEW_YORK: &str = "America/New_York";
+    const SYDNEY: &str = "Australia/Sydney";
 
     #[rustfmt::skip]
     #[test]
@@ -802,6 +803,20 @@ mod tests {
             ("0 3 * * *", Prev { zone: BERLIN, at: "2026-06-01T12:00:00Z", want: "2026-06-01T01:00:00Z" }),
             ("@yearly", Prev { zone: "Asia/Tokyo", at: "2026-06-01T00:00:00Z", want: "2025-12-31T15:00:00Z" }),
             ("30 4 1,15 * 5", Prev { zone: "UTC", at: "2026-01-15T04:29:59Z", want: "2026-01-09T04:30:00Z" }),
+        ]);
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn sydney_transitions_2026() {
+        // 2026-04-05 03:00 AEDT (16:00 UTC the day before) goes back to 02:00 AEST;
+        // 2026-10-04 02:00 AEST (16:00 UTC the day before) jumps to 03:00 AEDT.
+        check(&[
+            ("30 2 * * *", Fires { zone: SYDNEY, from: "2026-04-03T16:00:00Z", fires: &["2026-04-04T15:30:00Z", "2026-04-05T16:30:00Z"] }),
+            ("30 2 * * *", Fires { zone: SYDNEY, from: "2026-10-02T12:00:00Z", fires: &["2026-10-02T16:30:00Z", "2026-10-03T16:00:00Z", "2026-10-04T15:30:00Z"] }),
+            ("*/30 * * * *", Fires { zone: SYDNEY, from: "2026-04-04T15:00:00Z", fires: &["2026-04-04T15:30:00Z", "2026-04-04T16:00:00Z", "2026-04-04T16:30:00Z"] }),
+            ("*/30 * * * *", Fires { zone: SYDNEY, from: "2026-10-03T15:00:00Z", fires: &["2026-10-03T15:30:00Z", "2026-10-03T16:00:00Z"] }),
+            ("30 2 * * *", Prev { zone: SYDNEY, at: "2026-04-04T16:45:00Z", want: "2026-04-04T15:30:00Z" }),
         ]);
     }
 
