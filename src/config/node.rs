@@ -113,7 +113,7 @@ pub fn from_toml(text: &str) -> Result<Table, SyntaxError> {
         Ok(root) => Ok(toml_table(root.get_ref(), &lines)),
         Err(err) => Err(SyntaxError {
             line: err.span().map(|s| lines.line(s.start)),
-            message: one_line(err.message()),
+            message: syntax_message(text, err.message(), err.span()),
         }),
     }
 }
@@ -135,6 +135,25 @@ pub fn from_json(value: &serde_json::Value) -> Result<Node, Vec<JsonError>> {
         Ok(node)
     } else {
         Err(errors)
+    }
+}
+
+/// The parser's message, made readable: a bare "duplicate key" says which key or table.
+fn syntax_message(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = one_line(message);
+    let Some(span) = span.filter(|_| message == "duplicate key") else {
+        return message;
+    };
+    let key = text.get(span.clone()).unwrap_or_default();
+    let line_start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let line = line.split('#').next().unwrap_or_default().trim();
+    if line.starts_with('[') {
+        format!("duplicate key {key:?}: table {line} is defined twice")
+    } else {
+        format!("duplicate key {key:?}: a key is set twice in the same table")
     }
 }
 
@@ -330,6 +349,23 @@ mod tests {
         let err = from_toml("a = 1\nb = \n").expect_err("broken");
         assert_eq!(err.line, Some(2));
         assert!(!err.message.contains('\n'));
+    }
+
+    #[test]
+    fn duplicate_keys_say_which() {
+        let err = from_toml("a = 1\n[t]\nb = 1\n[t]\n").expect_err("duplicate");
+        assert_eq!(
+            err,
+            SyntaxError {
+                line: Some(4),
+                message: "duplicate key \"t\": table [t] is defined twice".into()
+            }
+        );
+        let err = from_toml("a = 1\na = 2\n").expect_err("duplicate");
+        assert_eq!(
+            err.message,
+            "duplicate key \"a\": a key is set twice in the same table"
+        );
     }
 
     #[test]

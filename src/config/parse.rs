@@ -270,10 +270,10 @@ impl Known {
         let mut sensors = Vec::new();
         if let Some(Value::Array(items)) = top.entry("sensor").map(|e| &e.node.value) {
             for item in items {
-                if let Value::Table(t) = &item.value {
-                    if let Some(Value::String(id)) = t.get("id").map(|e| &e.node.value) {
-                        sensors.push(id.clone());
-                    }
+                if let Value::Table(t) = &item.value
+                    && let Some(Value::String(id)) = t.get("id").map(|e| &e.node.value)
+                {
+                    sensors.push(id.clone());
                 }
             }
         }
@@ -621,7 +621,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn range_message(n: i64, min: i64, max: i64) -> String {
-    if max == i64::MAX {
+    if max >= i64::from(u32::MAX) {
         format!("must be at least {min}, got {n}")
     } else {
         format!("must be {min}..={max}, got {n}")
@@ -767,7 +767,7 @@ fn read_agent(cx: &mut Cx<'_>, top: &Tbl<'_>) -> AgentConfig {
         log_max_age: t
             .duration(cx, "log_max_age")
             .unwrap_or(Duration::from_secs(7 * 86_400)),
-        max_running: t.int_in(cx, "max_running", 1, 1024).unwrap_or(4),
+        max_running: t.int_in(cx, "max_running", 1, i64::MAX).unwrap_or(4),
         shutdown_grace: t
             .duration(cx, "shutdown_grace")
             .unwrap_or(Duration::from_secs(5)),
@@ -1353,10 +1353,10 @@ fn read_job(cx: &mut Cx<'_>, name: &str, t: &Tbl<'_>, known: &Known) -> Option<J
     let trigger = read_trigger(cx, t, built_in.map(|(_, k, v)| (*k, *v)));
     let start = t.time(cx, "start");
     let end = t.time(cx, "end");
-    if let (Some(s), Some(e)) = (start, end) {
-        if e <= s {
-            t.reject(cx, "end", "must be after start");
-        }
+    if let (Some(s), Some(e)) = (start, end)
+        && e <= s
+    {
+        t.reject(cx, "end", "must be after start");
     }
     let retry = t.table(cx, "retry").map(|r| read_retry(cx, &r));
     let timeout = t.duration(cx, "timeout");
@@ -1523,10 +1523,10 @@ fn read_alarms(cx: &mut Cx<'_>, top: &Tbl<'_>, known: &Known) -> Vec<AlarmConfig
             check_unique(cx, &mut seen, "alarm id", id, &t, "id");
         }
         let sensor = t.required_string(cx, "sensor");
-        if let Some(s) = &sensor {
-            if !known.sensors.iter().any(|c| c == s) {
-                t.reject(cx, "sensor", &format!("unknown sensor {s:?}"));
-            }
+        if let Some(s) = &sensor
+            && !known.sensors.iter().any(|c| c == s)
+        {
+            t.reject(cx, "sensor", &format!("unknown sensor {s:?}"));
         }
         let below = t.float(cx, "below");
         let above = t.float(cx, "above");
@@ -1591,10 +1591,10 @@ fn read_alarms(cx: &mut Cx<'_>, top: &Tbl<'_>, known: &Known) -> Vec<AlarmConfig
             None => 0.0,
         };
         let run = t.string(cx, "run");
-        if let Some(r) = &run {
-            if !known.jobs.iter().any(|j| j == r) {
-                t.reject(cx, "run", &format!("unknown job {r:?}"));
-            }
+        if let Some(r) = &run
+            && !known.jobs.iter().any(|j| j == r)
+        {
+            t.reject(cx, "run", &format!("unknown job {r:?}"));
         }
         let alarm = AlarmConfig {
             id: id.unwrap_or_default(),

@@ -25,14 +25,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Reads a job's `every`: a duration greater than zero, or `N` calendar months as `"Nmo"`.
 pub fn parse_every(text: &str) -> Result<Every, String> {
     let trimmed = text.trim();
-    if let Some(n) = trimmed.strip_suffix("mo") {
-        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-            return match n.parse::<u32>() {
-                Ok(0) => Err(format!("interval {text:?} must be greater than zero")),
-                Ok(months) => Ok(Every::Months(months)),
-                Err(_) => Err(format!("invalid interval {text:?}")),
-            };
-        }
+    if let Some(n) = trimmed.strip_suffix("mo")
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return match n.parse::<u32>() {
+            Ok(0) => Err(format!("interval {text:?} must be greater than zero")),
+            Ok(months) => Ok(Every::Months(months)),
+            Err(_) => Err(format!("invalid interval {text:?}")),
+        };
     }
     let d = parse_duration(text)?;
     if d.is_zero() {
@@ -110,7 +111,7 @@ pub fn format_size(bytes: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }
@@ -128,7 +129,7 @@ mod tests {
         for (input, expected) in cases {
             let got = parse(input);
             let expected = expected.as_ref().map_err(|e| (*e).to_owned());
-            assert_eq!(got.as_ref(), expected.as_ref(), "input {input:?}");
+            assert_eq!(got.as_ref(), expected.as_ref().copied(), "input {input:?}");
         }
     }
 
