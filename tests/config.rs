@@ -503,6 +503,16 @@ fn broken_configs_give_exact_lines() {
                 r#"demo.toml:13: jobs.y.every: interval "0mo" must be greater than zero"#,
             ],
         ),
+        // 25: a one-shot needs an offset; sizes and registers in their other spellings
+        (
+            format!(
+                "{AGENT}log_max_size = 1048576\n[jobs.once]\nkind = \"upload\"\nat = 2026-12-25T10:00:00\n[buffer]\nmin_free_disk = -1\n"
+            ),
+            vec![
+                r#"demo.toml:6: jobs.once.at: invalid RFC 3339 time "2026-12-25T10:00:00" (a date, a time and an offset, e.g. "2026-12-25T10:00:00+09:00")"#,
+                "demo.toml:8: buffer.min_free_disk: invalid size -1",
+            ],
+        ),
     ];
     let failures: Vec<String> = cases
         .iter()

@@ -16,7 +16,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     // humantime would read "1M" as a month of 30.44 days; months are calendar months
     // here, and only `every` takes them (as `mo`).
-    if trimmed.is_empty() || trimmed.starts_with('-') || trimmed.contains(['M', 'y']) {
+    let calendar_unit = trimmed
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|unit| matches!(unit, "M" | "month" | "months" | "y" | "year" | "years"));
+    if trimmed.is_empty() || trimmed.starts_with('-') || calendar_unit {
         return Err(invalid());
     }
     humantime::parse_duration(trimmed).map_err(|_| invalid())
@@ -155,6 +158,8 @@ mod tests {
                 ("-5s", Err(r#"invalid duration "-5s""#)),
                 ("5", Err(r#"invalid duration "5""#)),
                 ("1M", Err(r#"invalid duration "1M""#)),
+                ("1y", Err(r#"invalid duration "1y""#)),
+                ("2days", Ok(secs(2 * 86_400))),
             ],
         );
     }
