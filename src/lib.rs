@@ -9,13 +9,13 @@
 //!
 //! Modules in reading order: vocabulary first, then the pure cores, then the shells.
 
-pub mod agent;
-pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod cron;
-pub mod job;
-pub mod logging;
-pub mod scheduler;
-pub mod store;
 pub mod time;
+pub mod cron;
+pub mod config;
+pub mod clock;
+pub mod store;
+pub mod scheduler;
+pub mod job;
+pub mod agent;
+pub mod logging;
+pub mod cli;
