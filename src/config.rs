@@ -13,7 +13,7 @@
 
 mod error;
 mod last_good;
-mod node;
+pub mod node;
 mod parse;
 mod print;
 mod units;
@@ -29,7 +29,7 @@ use chrono_tz::Tz;
 pub use crate::cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors};
 pub use last_good::{LoadedConfig, Source, load_with_fallback, save_last_good};
-pub use parse::{load, parse_str};
+pub use parse::{load, parse_json, parse_str};
 pub use print::to_toml_masked;
 pub use units::{parse_duration, parse_size};
 
@@ -335,7 +335,9 @@ pub enum Trigger {
 impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Trigger::Every(Every::Fixed(d)) => write!(f, "every {}", humantime::format_duration(*d)),
+            Trigger::Every(Every::Fixed(d)) => {
+                write!(f, "every {}", humantime::format_duration(*d))
+            }
             Trigger::Every(Every::Months(n)) => write!(f, "every {n}mo"),
             Trigger::Cron(c) => write!(f, "cron {}", c.source()),
             Trigger::At(t) => write!(f, "at {}", crate::time::format_utc(*t)),

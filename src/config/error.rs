@@ -16,7 +16,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.origin, line, self.path, self.message),
+            Some(line) => write!(
+                f,
+                "{}:{}: {}: {}",
+                self.origin, line, self.path, self.message
+            ),
             None => write!(f, "{}: {}: {}", self.origin, self.path, self.message),
         }
     }
