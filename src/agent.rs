@@ -37,7 +37,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let loaded = config::load_with_fallback(config_path).map_err(AgentError::Config)?;
     let config = Arc::new(loaded.config);
     let agent = &config.agent;
-    let _log_guard = crate::logging::init(agent.log_dir.as_deref(), agent.log_max_size, agent.log_keep)?;
+    let _log_guard =
+        crate::logging::init(agent.log_dir.as_deref(), agent.log_max_size, agent.log_keep)?;
     let mut config_error = None;
     match &loaded.source {
         Source::File => remember_good(&config, &loaded.text),
@@ -58,8 +59,13 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let store = StoreHandle::spawn(conn);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(agent.clock));
     let shutdown = CancellationToken::new();
-    let (scheduler, scheduler_task) =
-        scheduler::spawn(Arc::clone(&config), Arc::clone(&clock), store.clone(), shutdown.clone()).await?;
+    let (scheduler, scheduler_task) = scheduler::spawn(
+        Arc::clone(&config),
+        Arc::clone(&clock),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         id = %agent.id,
@@ -69,7 +75,10 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         config_error = config_error.as_deref(),
         "agent started"
     );
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("running")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
     let watchdog = tokio::spawn(watchdog(scheduler.clone(), store.clone()));
 
     wait_for_stop(config_path, &config, &scheduler).await?;
@@ -78,10 +87,16 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     notify(&[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
     shutdown.cancel();
-    if tokio::time::timeout(STOP_LIMIT, scheduler_task).await.is_err() {
+    if tokio::time::timeout(STOP_LIMIT, scheduler_task)
+        .await
+        .is_err()
+    {
         tracing::error!("scheduler did not stop in time");
     }
-    if let Err(e) = store.call(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?)).await {
+    if let Err(e) = store
+        .call(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?))
+        .await
+    {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
     tracing::info!("stopped");
@@ -89,7 +104,11 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
 }
 
 /// Waits for SIGTERM/SIGINT, reloading the file on every SIGHUP meanwhile.
-async fn wait_for_stop(path: &Path, running: &Arc<Config>, scheduler: &SchedulerHandle) -> std::io::Result<()> {
+async fn wait_for_stop(
+    path: &Path,
+    running: &Arc<Config>,
+    scheduler: &SchedulerHandle,
+) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -171,7 +190,9 @@ pub fn summary(errors: &ConfigErrors) -> String {
 
 /// Feeds systemd's watchdog while the scheduler ticks and the writer answers.
 async fn watchdog(scheduler: SchedulerHandle, store: StoreHandle) {
-    let Some(limit) = sd_notify::watchdog_enabled() else { return };
+    let Some(limit) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let period = limit / 2;
     let mut last_ticks = scheduler.ticks();
     let mut interval = tokio::time::interval(period);
@@ -179,11 +200,17 @@ async fn watchdog(scheduler: SchedulerHandle, store: StoreHandle) {
     loop {
         interval.tick().await;
         let ticks = scheduler.ticks();
-        let writer_ok = tokio::time::timeout(period / 2, store.call(|_| Ok(()))).await.is_ok_and(|r| r.is_ok());
+        let writer_ok = tokio::time::timeout(period / 2, store.call(|_| Ok(())))
+            .await
+            .is_ok_and(|r| r.is_ok());
         if ticks != last_ticks && writer_ok {
             notify(&[sd_notify::NotifyState::Watchdog]);
         } else {
-            tracing::error!(scheduler_ticked = ticks != last_ticks, writer_ok, "no progress; withholding the watchdog ping");
+            tracing::error!(
+                scheduler_ticked = ticks != last_ticks,
+                writer_ok,
+                "no progress; withholding the watchdog ping"
+            );
         }
         last_ticks = ticks;
     }

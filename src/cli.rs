@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, ConfigErrors};
 
 #[derive(Parser, Debug)]
-#[command(name = "tidegate", version, about = "Edge agent for aquaculture gateways")]
+#[command(
+    name = "tidegate",
+    version,
+    about = "Edge agent for aquaculture gateways"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_PATH)]
@@ -99,12 +103,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs { json } => jobs::list(&cli.config, json),
-        Command::Job { action: JobAction::Run { name } } => jobs::run_one(&cli.config, &name),
+        Command::Job {
+            action: JobAction::Run { name },
+        } => jobs::run_one(&cli.config, &name),
     }
 }
 
 fn run(path: PathBuf) -> Result<ExitCode, Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
     match runtime.block_on(crate::agent::run(&path)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::agent::AgentError::Config(errors)) => Err(Failure::Config(errors)),
@@ -117,7 +126,10 @@ fn run(path: PathBuf) -> Result<ExitCode, Failure> {
 fn load_for_cli(path: &std::path::Path) -> Result<config::Config, Failure> {
     let loaded = config::load_with_fallback(path).map_err(Failure::Config)?;
     if let config::Source::LastGood { errors } = &loaded.source {
-        eprintln!("tidegate: warning: {} is broken; using the last good configuration", path.display());
+        eprintln!(
+            "tidegate: warning: {} is broken; using the last good configuration",
+            path.display()
+        );
         eprintln!("{errors}");
     }
     Ok(loaded.config)

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use crate::config::ClockMode;
 
 /// No clock earlier than this is real: the software did not exist yet.
-pub const PLAUSIBLE_FLOOR: DateTime<Utc> = DateTime::from_timestamp_nanos(1_767_225_600_000_000_000); // 2026-01-01
+pub const PLAUSIBLE_FLOOR: DateTime<Utc> =
+    DateTime::from_timestamp_nanos(1_767_225_600_000_000_000); // 2026-01-01
 
 /// The file systemd-timesyncd touches on every successful synchronisation.
 pub const TIMESYNC_FLAG: &str = "/run/systemd/timesync/synchronized";
@@ -99,7 +100,11 @@ impl Clock for SystemClock {
             self.trusted.store(true, Ordering::Relaxed);
             trusted = true;
         }
-        Now { mono: self.origin.elapsed(), wall, trusted }
+        Now {
+            mono: self.origin.elapsed(),
+            wall,
+            trusted,
+        }
     }
 
     fn origin(&self) -> Instant {
@@ -151,13 +156,18 @@ impl TestClock {
 
     /// A clock starting at a UTC calendar time.
     pub fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, trusted: bool) -> TestClock {
-        let wall = Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid test date");
+        let wall = Utc
+            .with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid test date");
         TestClock::new(wall, trusted)
     }
 
     /// Steps the wall clock by `delta` (negative: backwards); monotonic time is unmoved.
     pub fn step(&self, delta: chrono::Duration) {
-        self.inner.extra_ms.fetch_add(delta.num_milliseconds(), Ordering::SeqCst);
+        self.inner
+            .extra_ms
+            .fetch_add(delta.num_milliseconds(), Ordering::SeqCst);
     }
 
     pub fn set_trusted(&self, trusted: bool) {
@@ -168,10 +178,18 @@ impl TestClock {
 impl Clock for TestClock {
     fn now(&self) -> Now {
         let mono = self.inner.origin.elapsed();
-        let base = *self.inner.wall_at_origin.lock().unwrap_or_else(|e| e.into_inner());
+        let base = *self
+            .inner
+            .wall_at_origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let extra = chrono::Duration::milliseconds(self.inner.extra_ms.load(Ordering::SeqCst));
         let wall = base + chrono::Duration::from_std(mono).unwrap_or_default() + extra;
-        Now { mono, wall, trusted: self.inner.trusted.load(Ordering::SeqCst) }
+        Now {
+            mono,
+            wall,
+            trusted: self.inner.trusted.load(Ordering::SeqCst),
+        }
     }
 
     fn origin(&self) -> Instant {
@@ -194,12 +212,18 @@ mod tests {
         assert_eq!(later, Utc.with_ymd_and_hms(2026, 11, 23, 1, 1, 0).unwrap());
         assert_eq!(now.mono_at(later), Duration::from_secs(160));
         // Before the origin saturates instead of wrapping.
-        assert_eq!(now.mono_at(now.wall - chrono::Duration::hours(1)), Duration::ZERO);
+        assert_eq!(
+            now.mono_at(now.wall - chrono::Duration::hours(1)),
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn floor_is_2026() {
-        assert_eq!(PLAUSIBLE_FLOOR, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            PLAUSIBLE_FLOOR,
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub async fn run(job: &JobConfig, ctx: &JobContext, cancel: &CancellationToken) 
         let result = attempt(job, ctx, cancel).await;
         let failure = match result {
             Ok(()) => {
-                return RunReport { outcome: Outcome::Success, error: None, attempts, duration: started.elapsed() };
+                return RunReport {
+                    outcome: Outcome::Success,
+                    error: None,
+                    attempts,
+                    duration: started.elapsed(),
+                };
             }
             Err(failure) => failure,
         };
@@ -80,7 +85,12 @@ fn report(failure: Failure, attempts: u32, started: Instant) -> RunReport {
         Failure::Cancelled => Outcome::Cancelled,
         Failure::Error(_) => Outcome::Failure,
     };
-    RunReport { outcome, error: Some(describe(&failure)), attempts, duration: started.elapsed() }
+    RunReport {
+        outcome,
+        error: Some(describe(&failure)),
+        attempts,
+        duration: started.elapsed(),
+    }
 }
 
 fn describe(failure: &Failure) -> String {
@@ -91,7 +101,11 @@ fn describe(failure: &Failure) -> String {
     }
 }
 
-async fn attempt(job: &JobConfig, ctx: &JobContext, cancel: &CancellationToken) -> Result<(), Failure> {
+async fn attempt(
+    job: &JobConfig,
+    ctx: &JobContext,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
     if let JobKind::Command(spec) = &job.kind {
         return command::run(&job.name, spec, job.timeout, cancel).await;
     }
@@ -126,8 +140,12 @@ async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
             tracing::info!(job = %job.name, sensors = count, "sample: sensor reading is not in this build; nothing stored");
         }
         JobKind::Upload => match &config.upload {
-            Some(upload) => tracing::info!(job = %job.name, url = %upload.url, "upload: the uploader is not in this build; readings stay buffered"),
-            None => tracing::info!(job = %job.name, "upload: no [upload] section; readings stay buffered"),
+            Some(upload) => {
+                tracing::info!(job = %job.name, url = %upload.url, "upload: the uploader is not in this build; readings stay buffered")
+            }
+            None => {
+                tracing::info!(job = %job.name, "upload: no [upload] section; readings stay buffered")
+            }
         },
         JobKind::Cleanup => cleanup(job, ctx)?,
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
@@ -174,14 +192,25 @@ pub async fn run_recorded(
     tracing::debug!(job = %job.name, ?origin, "run started");
     let report = run(job, ctx, cancel).await;
     match &report.error {
-        None => tracing::info!(job = %job.name, attempts = report.attempts, duration = ?report.duration, "run succeeded"),
-        Some(err) => tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed"),
+        None => {
+            tracing::info!(job = %job.name, attempts = report.attempts, duration = ?report.duration, "run succeeded")
+        }
+        Some(err) => {
+            tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed")
+        }
     }
     if let Some(run_id) = run_id {
-        let (name, outcome, error, attempts) = (job.name.clone(), report.outcome, report.error.clone(), report.attempts);
+        let (name, outcome, error, attempts) = (
+            job.name.clone(),
+            report.outcome,
+            report.error.clone(),
+            report.attempts,
+        );
         let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
         if let Err(e) = store
-            .call(move |c| jobs::finish_run(c, &name, run_id, outcome, error.as_deref(), ms, attempts))
+            .call(move |c| {
+                jobs::finish_run(c, &name, run_id, outcome, error.as_deref(), ms, attempts)
+            })
             .await
         {
             tracing::error!(job = %job.name, error = %e, "cannot record run outcome");

@@ -46,20 +46,26 @@ pub struct SchedulerHandle {
 
 impl SchedulerHandle {
     pub async fn run_now(&self, job: &str) -> Result<(), String> {
-        self.ask(|reply| Command::RunNow(job.to_string(), reply)).await
+        self.ask(|reply| Command::RunNow(job.to_string(), reply))
+            .await
     }
 
     pub async fn pause(&self, job: &str) -> Result<(), String> {
-        self.ask(|reply| Command::Pause(job.to_string(), reply)).await
+        self.ask(|reply| Command::Pause(job.to_string(), reply))
+            .await
     }
 
     pub async fn resume(&self, job: &str) -> Result<(), String> {
-        self.ask(|reply| Command::Resume(job.to_string(), reply)).await
+        self.ask(|reply| Command::Resume(job.to_string(), reply))
+            .await
     }
 
     /// Hands over a new, already validated configuration.
     pub async fn reconfigure(&self, config: Arc<Config>) -> Result<(), String> {
-        self.tx.send(Command::Reconfigure(config)).await.map_err(|_| "scheduler has stopped".to_string())
+        self.tx
+            .send(Command::Reconfigure(config))
+            .await
+            .map_err(|_| "scheduler has stopped".to_string())
     }
 
     /// How many times the loop has looked at the clocks: the watchdog's proof of life.
@@ -67,10 +73,18 @@ impl SchedulerHandle {
         self.ticks.load(Ordering::Relaxed)
     }
 
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| "scheduler has stopped".to_string())?;
-        answer.await.map_err(|_| "scheduler has stopped".to_string())?
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| "scheduler has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "scheduler has stopped".to_string())?
     }
 }
 
@@ -82,12 +96,19 @@ pub async fn spawn(
     store: StoreHandle,
     shutdown: CancellationToken,
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
-    let names: Vec<(String, &'static str)> = config.jobs.iter().map(|j| (j.name.clone(), j.kind.name())).collect();
+    let names: Vec<(String, &'static str)> = config
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.kind.name()))
+        .collect();
     let records = store
         .call(move |conn| {
             let aborted = job_store::abort_orphaned_runs(conn)?;
             if aborted > 0 {
-                tracing::warn!(runs = aborted, "runs cut off by the previous stop recorded as aborted");
+                tracing::warn!(
+                    runs = aborted,
+                    "runs cut off by the previous stop recorded as aborted"
+                );
             }
             for (name, kind) in &names {
                 job_store::ensure(conn, name, kind)?;
@@ -97,10 +118,24 @@ pub async fn spawn(
         .await?;
     let remembered: BTreeMap<String, Remembered> = records
         .into_iter()
-        .map(|r| (r.name.clone(), Remembered { state: Some(r.state), last_nominal: r.last_nominal }))
+        .map(|r| {
+            (
+                r.name.clone(),
+                Remembered {
+                    state: Some(r.state),
+                    last_nominal: r.last_nominal,
+                },
+            )
+        })
         .collect();
     let now = clock.now();
-    let plan = Plan::new(&config.jobs, config.agent.timezone, config.agent.max_running, &remembered, now);
+    let plan = Plan::new(
+        &config.jobs,
+        config.agent.timezone,
+        config.agent.max_running,
+        &remembered,
+        now,
+    );
     let (tx, rx) = mpsc::channel(16);
     let ticks = Arc::new(AtomicU64::new(0));
     let shell = Shell {
@@ -123,7 +158,10 @@ struct Shell {
     ticks: Arc<AtomicU64>,
     tracker: TaskTracker,
     cancel_runs: CancellationToken,
-    done: (mpsc::UnboundedSender<(String, Outcome)>, mpsc::UnboundedReceiver<(String, Outcome)>),
+    done: (
+        mpsc::UnboundedSender<(String, Outcome)>,
+        mpsc::UnboundedReceiver<(String, Outcome)>,
+    ),
 }
 
 impl Shell {
@@ -171,8 +209,11 @@ impl Shell {
                 let _ = reply.send(answer);
             }
             Command::Reconfigure(config) => {
-                let names: Vec<(String, &'static str)> =
-                    config.jobs.iter().map(|j| (j.name.clone(), j.kind.name())).collect();
+                let names: Vec<(String, &'static str)> = config
+                    .jobs
+                    .iter()
+                    .map(|j| (j.name.clone(), j.kind.name()))
+                    .collect();
                 self.record(move |c| {
                     for (name, kind) in &names {
                         job_store::ensure(c, name, kind)?;
@@ -180,9 +221,17 @@ impl Shell {
                     Ok(())
                 })
                 .await;
-                self.plan.reconfigure(&config.jobs, config.agent.timezone, config.agent.max_running, now);
+                self.plan.reconfigure(
+                    &config.jobs,
+                    config.agent.timezone,
+                    config.agent.max_running,
+                    now,
+                );
                 self.ctx.config = config;
-                tracing::info!(jobs = self.ctx.config.jobs.len(), "scheduler took the new configuration");
+                tracing::info!(
+                    jobs = self.ctx.config.jobs.len(),
+                    "scheduler took the new configuration"
+                );
             }
         }
     }
@@ -190,44 +239,66 @@ impl Shell {
     async fn carry_out(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Start { job, origin, nominal, late } => {
-                    let Some(cfg) = self.ctx.config.job(&job).cloned() else { continue };
+                Action::Start {
+                    job,
+                    origin,
+                    nominal,
+                    late,
+                } => {
+                    let Some(cfg) = self.ctx.config.job(&job).cloned() else {
+                        continue;
+                    };
                     if late > Duration::from_secs(1) {
                         tracing::debug!(job = %job, late = ?late, "starting late");
                     }
-                    let (ctx, store, cancel, done) =
-                        (self.ctx.clone(), self.store.clone(), self.cancel_runs.clone(), self.done.0.clone());
+                    let (ctx, store, cancel, done) = (
+                        self.ctx.clone(),
+                        self.store.clone(),
+                        self.cancel_runs.clone(),
+                        self.done.0.clone(),
+                    );
                     self.tracker.spawn(async move {
-                        let report = job::run_recorded(&cfg, &ctx, &store, origin, nominal, &cancel).await;
+                        let report =
+                            job::run_recorded(&cfg, &ctx, &store, origin, nominal, &cancel).await;
                         let _ = done.send((cfg.name, report.outcome));
                     });
                 }
                 Action::Missed { job, count } => {
                     tracing::warn!(job = %job, count, "fires missed");
-                    self.record(move |c| job_store::add_missed(c, &job, count)).await;
+                    self.record(move |c| job_store::add_missed(c, &job, count))
+                        .await;
                 }
                 Action::Skipped { job } => {
                     tracing::warn!(job = %job, "fire skipped: the previous run is still running");
                     self.record(move |c| job_store::add_skipped(c, &job)).await;
                 }
                 Action::NextDue { job, at } => {
-                    self.record(move |c| job_store::set_next_due(c, &job, at)).await;
+                    self.record(move |c| job_store::set_next_due(c, &job, at))
+                        .await;
                 }
                 Action::State { job, state } => {
                     tracing::info!(job = %job, state = state.as_str(), "job state");
-                    self.record(move |c| job_store::set_state(c, &job, state)).await;
+                    self.record(move |c| job_store::set_state(c, &job, state))
+                        .await;
                 }
                 Action::ClockStep { delta_ms } => {
-                    tracing::warn!(delta_ms, "wall clock stepped; intervals re-aligned, calendar jobs re-planned");
+                    tracing::warn!(
+                        delta_ms,
+                        "wall clock stepped; intervals re-aligned, calendar jobs re-planned"
+                    );
                 }
-                Action::ClockTrusted => tracing::info!("wall clock is trusted; calendar jobs scheduled"),
+                Action::ClockTrusted => {
+                    tracing::info!("wall clock is trusted; calendar jobs scheduled")
+                }
             }
         }
     }
 
     async fn record<F>(&self, f: F)
     where
-        F: FnOnce(&mut rusqlite::Connection) -> Result<(), crate::store::StoreError> + Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<(), crate::store::StoreError>
+            + Send
+            + 'static,
     {
         if let Err(e) = self.store.call(f).await {
             tracing::error!(error = %e, "cannot record job state");
@@ -241,10 +312,19 @@ impl Shell {
         if !self.tracker.is_empty() {
             tracing::info!(running = self.tracker.len(), grace = ?grace, "waiting for running jobs");
         }
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!(running = self.tracker.len(), "grace time over; cancelling running jobs");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tracker.len(),
+                "grace time over; cancelling running jobs"
+            );
             self.cancel_runs.cancel();
-            if tokio::time::timeout(CANCEL_WAIT, self.tracker.wait()).await.is_err() {
+            if tokio::time::timeout(CANCEL_WAIT, self.tracker.wait())
+                .await
+                .is_err()
+            {
                 tracing::error!("runs did not stop after cancellation");
             }
         }

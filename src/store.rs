@@ -32,11 +32,23 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
-    #[error("database {path} was written by a newer tidegate (schema {found}, this build knows {known})")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer tidegate (schema {found}, this build knows {known})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database writer has stopped")]
@@ -46,10 +58,15 @@ pub enum StoreError {
 /// Opens (creating if needed) the database in `state_dir` and brings its schema up to
 /// date.
 pub fn open(state_dir: &Path) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
     let path = state_dir.join(DB_FILE);
-    let open_err = |source| StoreError::Open { path: path.clone(), source };
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
     #[allow(clippy::disallowed_methods)]
     let mut conn = Connection::open(&path).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
@@ -69,7 +86,11 @@ pub fn open(state_dir: &Path) -> Result<Connection, StoreError> {
 
 /// The database's epoch: a random id made when it was created.
 pub fn epoch(conn: &Connection) -> Result<String, StoreError> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 type Call = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -87,17 +108,17 @@ impl StoreHandle {
     pub fn spawn(conn: Connection) -> StoreHandle {
         let (tx, rx) = std::sync::mpsc::channel::<Call>();
         let progress = Arc::new(AtomicU64::new(0));
-        let seen = Arc::clone(&progress);
-        let spawned = std::thread::Builder::new().name("store-writer".into()).spawn(move || {
-            let mut conn = conn;
-            while let Ok(call) = rx.recv() {
-                call(&mut conn);
-                seen.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                tracing::warn!(error = %err, "final checkpoint failed");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(call) = rx.recv() {
+                    call(&mut conn);
+                }
+                if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                    tracing::warn!(error = %err, "final checkpoint failed");
+                }
+            });
         if let Err(err) = spawned {
             // Without a thread every call reports WriterGone; the agent says so.
             tracing::error!(error = %err, "cannot start the database writer thread");
@@ -112,8 +133,11 @@ impl StoreHandle {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (done, result) = oneshot::channel();
+        let progress = Arc::clone(&self.progress);
         let call: Call = Box::new(move |conn| {
-            let _ = done.send(f(conn));
+            let outcome = f(conn);
+            progress.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send(outcome);
         });
         self.tx.send(call).map_err(|_| StoreError::WriterGone)?;
         result.await.map_err(|_| StoreError::WriterGone)?
@@ -133,9 +157,13 @@ mod tests {
     fn open_sets_wal_and_keeps_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(dir.path()).unwrap();
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        let vacuum: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(vacuum, 2, "incremental auto-vacuum is set at creation");
         let first = epoch(&conn).unwrap();
         assert_eq!(first.len(), 32);
@@ -149,7 +177,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreHandle::spawn(open(dir.path()).unwrap());
         let before = store.progress();
-        let n: i64 = store.call(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get(0))?)).await.unwrap();
+        let n: i64 = store
+            .call(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get(0))?))
+            .await
+            .unwrap();
         assert_eq!(n, 42);
         assert!(store.progress() > before);
     }

@@ -69,7 +69,10 @@ pub fn list(path: &Path, as_json: bool) -> Result<ExitCode, Failure> {
     let rows: Vec<Row<'_>> = config
         .jobs
         .iter()
-        .map(|job| Row { job, record: records.iter().find(|r| r.name == job.name).cloned() })
+        .map(|job| Row {
+            job,
+            record: records.iter().find(|r| r.name == job.name).cloned(),
+        })
         .collect();
     if as_json {
         let array = Value::Array(rows.iter().map(Row::to_json).collect());
@@ -82,11 +85,16 @@ pub fn list(path: &Path, as_json: bool) -> Result<ExitCode, Failure> {
 
 fn table(rows: &[Row<'_>]) -> String {
     let dash = || "-".to_string();
-    let short = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(dash, |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string());
-    let mut lines = vec![[
-        "NAME", "KIND", "TRIGGER", "STATE", "LAST RUN", "OUTCOME", "NEXT RUN", "RUNS", "FAILED", "MISSED",
-    ]
-    .map(String::from)];
+    let short = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(dash, |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+    };
+    let mut lines = vec![
+        [
+            "NAME", "KIND", "TRIGGER", "STATE", "LAST RUN", "OUTCOME", "NEXT RUN", "RUNS",
+            "FAILED", "MISSED",
+        ]
+        .map(String::from),
+    ];
     for row in rows {
         let r = row.record.as_ref();
         lines.push([
@@ -102,10 +110,22 @@ fn table(rows: &[Row<'_>]) -> String {
             r.map_or(0, |r| r.missed).to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..10).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..10)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for line in &lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -116,20 +136,33 @@ pub fn run_one(path: &Path, name: &str) -> Result<ExitCode, Failure> {
     let config = load_for_cli(path)?;
     let Some(job) = config.job(name).cloned() else {
         let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
-        return Err(Failure::Usage(format!("no job named {name:?}; jobs are: {}", names.join(", "))));
+        return Err(Failure::Usage(format!(
+            "no job named {name:?}; jobs are: {}",
+            names.join(", ")
+        )));
     };
     crate::logging::init_stderr();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
     let report = runtime.block_on(run_with_store(Arc::new(config), job))?;
     let secs = report.duration.as_secs_f64();
-    let tries = if report.attempts == 1 { "1 attempt".to_string() } else { format!("{} attempts", report.attempts) };
+    let tries = if report.attempts == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{} attempts", report.attempts)
+    };
     match &report.error {
         None => {
             println!("job {name}: success ({tries}, {secs:.2}s)");
             Ok(ExitCode::SUCCESS)
         }
         Some(error) => {
-            println!("job {name}: {} ({tries}, {secs:.2}s): {error}", report.outcome.as_str());
+            println!(
+                "job {name}: {} ({tries}, {secs:.2}s): {error}",
+                report.outcome.as_str()
+            );
             Ok(ExitCode::from(1))
         }
     }
@@ -139,7 +172,10 @@ async fn run_with_store(config: Arc<Config>, job: JobConfig) -> Result<job::RunR
     let conn = store::open(&config.agent.state_dir).map_err(other)?;
     let store = StoreHandle::spawn(conn);
     let (name, kind) = (job.name.clone(), job.kind.name());
-    store.call(move |c| job_store::ensure(c, &name, kind)).await.map_err(other)?;
+    store
+        .call(move |c| job_store::ensure(c, &name, kind))
+        .await
+        .map_err(other)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(config.agent.clock));
     let ctx = JobContext { config, clock };
     let cancel = CancellationToken::new();

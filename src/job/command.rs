@@ -23,7 +23,10 @@ pub async fn run(
     timeout: Option<Duration>,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let program = spec.argv.first().ok_or_else(|| Failure::Error("empty command".into()))?;
+    let program = spec
+        .argv
+        .first()
+        .ok_or_else(|| Failure::Error("empty command".into()))?;
     let mut command = Command::new(program);
     command
         .args(&spec.argv[1..])
@@ -36,10 +39,18 @@ pub async fn run(
     if let Some(dir) = &spec.working_dir {
         command.current_dir(dir);
     }
-    let mut child = command.spawn().map_err(|e| Failure::Error(format!("cannot start {program}: {e}")))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| Failure::Error(format!("cannot start {program}: {e}")))?;
     let group = child.id();
-    let stdout = child.stdout.take().map(|out| tokio::spawn(pump(job.to_string(), out, false)));
-    let stderr = child.stderr.take().map(|err| tokio::spawn(pump(job.to_string(), err, true)));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(pump(job.to_string(), out, false)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(pump(job.to_string(), err, true)));
 
     let limit = async {
         match timeout {
@@ -66,7 +77,10 @@ pub async fn run(
     if status.success() {
         return Ok(());
     }
-    let what = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    let what = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "failed".to_string(),
@@ -107,7 +121,9 @@ async fn collect(pump: Option<tokio::task::JoinHandle<Option<String>>>) -> Optio
 }
 
 fn kill_group(group: Option<u32>) {
-    let Some(pgid) = group.and_then(|g| libc::pid_t::try_from(g).ok()) else { return };
+    let Some(pgid) = group.and_then(|g| libc::pid_t::try_from(g).ok()) else {
+        return;
+    };
     // SAFETY: plain syscall; a negative pid addresses the process group we created.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);

@@ -28,7 +28,11 @@ mod tests {
             backoff: 2.0,
             max_delay: Duration::from_secs(10),
         };
-        assert_eq!(backoff(&policy, retry, unit).as_millis() as u64, expected_ms, "retry {retry} unit {unit}");
+        assert_eq!(
+            backoff(&policy, retry, unit).as_millis() as u64,
+            expected_ms,
+            "retry {retry} unit {unit}"
+        );
     }
 
     #[test]

@@ -105,7 +105,9 @@ fn month_start(index: i64, zone: Tz) -> Option<DateTime<Utc>> {
     for minutes in (0..=180).step_by(15) {
         let local = midnight + chrono::Duration::minutes(minutes);
         match zone.from_local_datetime(&local) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return Some(t.with_timezone(&Utc)),
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                return Some(t.with_timezone(&Utc));
+            }
             LocalResult::None => {}
         }
     }
@@ -127,18 +129,38 @@ mod tests {
         // Local 2026-04-01 00:00 JST is 2026-03-31 15:00 UTC; index of April is a multiple of 3.
         let next = every3.next_after(utc(2026, 2, 10, 0, 0), tokyo).unwrap();
         assert_eq!(next, utc(2026, 3, 31, 15, 0));
-        assert_eq!(every3.next_after(next, tokyo).unwrap(), utc(2026, 6, 30, 15, 0));
-        assert_eq!(every3.prev_at_or_before(utc(2026, 6, 1, 0, 0), tokyo).unwrap(), next);
-        assert_eq!(every3.count_between(utc(2026, 1, 1, 0, 0), utc(2027, 1, 1, 0, 0), tokyo), 4);
+        assert_eq!(
+            every3.next_after(next, tokyo).unwrap(),
+            utc(2026, 6, 30, 15, 0)
+        );
+        assert_eq!(
+            every3
+                .prev_at_or_before(utc(2026, 6, 1, 0, 0), tokyo)
+                .unwrap(),
+            next
+        );
+        assert_eq!(
+            every3.count_between(utc(2026, 1, 1, 0, 0), utc(2027, 1, 1, 0, 0), tokyo),
+            4
+        );
     }
 
     #[test]
     fn one_shot_fires_once() {
         let at = Calendar::At(utc(2026, 12, 25, 1, 0));
         let zone = Tz::UTC;
-        assert_eq!(at.next_after(utc(2026, 12, 1, 0, 0), zone), Some(utc(2026, 12, 25, 1, 0)));
+        assert_eq!(
+            at.next_after(utc(2026, 12, 1, 0, 0), zone),
+            Some(utc(2026, 12, 25, 1, 0))
+        );
         assert_eq!(at.next_after(utc(2026, 12, 25, 1, 0), zone), None);
-        assert_eq!(at.prev_at_or_before(utc(2026, 12, 26, 0, 0), zone), Some(utc(2026, 12, 25, 1, 0)));
-        assert_eq!(at.count_between(utc(2026, 1, 1, 0, 0), utc(2027, 1, 1, 0, 0), zone), 1);
+        assert_eq!(
+            at.prev_at_or_before(utc(2026, 12, 26, 0, 0), zone),
+            Some(utc(2026, 12, 25, 1, 0))
+        );
+        assert_eq!(
+            at.count_between(utc(2026, 1, 1, 0, 0), utc(2027, 1, 1, 0, 0), zone),
+            1
+        );
     }
 }

@@ -46,13 +46,21 @@ fn ms(d: Duration) -> Ms {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a run of the job now.
-    Start { job: String, origin: Origin, nominal: Option<DateTime<Utc>>, late: Duration },
+    Start {
+        job: String,
+        origin: Origin,
+        nominal: Option<DateTime<Utc>>,
+        late: Duration,
+    },
     /// Fires that did not run: too late for their grace, or lost while the agent was down.
     Missed { job: String, count: u64 },
     /// A fire while the job's previous run still ran.
     Skipped { job: String },
     /// The job's next fire changed (for `tidegate jobs` and the heartbeat).
-    NextDue { job: String, at: Option<DateTime<Utc>> },
+    NextDue {
+        job: String,
+        at: Option<DateTime<Utc>>,
+    },
     /// The job's lifecycle state changed.
     State { job: String, state: Lifecycle },
     /// The wall clock moved by this much relative to the monotonic clock.
@@ -72,7 +80,11 @@ pub struct Remembered {
 enum Next {
     /// Not scheduled: manual only, disabled, finished, or waiting for a trusted clock.
     Idle,
-    Grid { anchor: Ms, period: Ms, k: i64 },
+    Grid {
+        anchor: Ms,
+        period: Ms,
+        k: i64,
+    },
     Wall(DateTime<Utc>),
 }
 
@@ -202,7 +214,11 @@ impl Plan {
         let now_ms = ms(now.mono);
         if let Some(period) = entry.period() {
             let anchor = grid_start(period, now, entry.last_fire);
-            entry.next = Next::Grid { anchor, period, k: 0 };
+            entry.next = Next::Grid {
+                anchor,
+                period,
+                k: 0,
+            };
             if catch_up && now.trusted && entry.last_fire.is_none() {
                 if let Some(last) = entry.last_nominal {
                     let since = (now.wall - last).num_milliseconds();
@@ -210,7 +226,13 @@ impl Plan {
                     if missed >= 1 && since >= 0 {
                         let latest = last + chrono::Duration::milliseconds(missed * period);
                         let late = (now.wall - latest).num_milliseconds();
-                        self.fire(entry, u64::try_from(missed).unwrap_or(u64::MAX), now_ms - late, Some(latest), now);
+                        self.fire(
+                            entry,
+                            u64::try_from(missed).unwrap_or(u64::MAX),
+                            now_ms - late,
+                            Some(latest),
+                            now,
+                        );
                     }
                 }
             }
@@ -220,7 +242,10 @@ impl Plan {
                 _ => now.wall,
             };
             if catch_up && let Some(last) = entry.last_nominal {
-                if let Some(latest) = calendar.prev_at_or_before(now.wall, self.zone).filter(|t| *t > last) {
+                if let Some(latest) = calendar
+                    .prev_at_or_before(now.wall, self.zone)
+                    .filter(|t| *t > last)
+                {
                     let count = calendar.count_between(last, now.wall, self.zone);
                     let late = (now.wall - latest).num_milliseconds();
                     if !past_end(&entry.cfg, latest) {
@@ -267,14 +292,20 @@ impl Plan {
 
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in &names {
-            let Some(mut entry) = self.jobs.remove(name) else { continue };
+            let Some(mut entry) = self.jobs.remove(name) else {
+                continue;
+            };
             if became_trusted {
                 self.schedule(&mut entry, now, true);
             } else if stepped && now.trusted {
                 match entry.next {
                     Next::Grid { period, .. } => {
                         let anchor = grid_start(period, now, entry.last_fire);
-                        entry.next = Next::Grid { anchor, period, k: 0 };
+                        entry.next = Next::Grid {
+                            anchor,
+                            period,
+                            k: 0,
+                        };
                     }
                     // Backwards: the earlier fires happened at wrong wall times; plan
                     // from the corrected clock rather than stall until the old time.
@@ -304,7 +335,11 @@ impl Plan {
                 }
                 let passed = (now_ms - due) / period + 1;
                 let latest = due + (passed - 1) * period;
-                entry.next = Next::Grid { anchor, period, k: k + passed };
+                entry.next = Next::Grid {
+                    anchor,
+                    period,
+                    k: k + passed,
+                };
                 let nominal_wall = now.trusted.then(|| now.wall_at_ms(latest));
                 if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall) {
                     if wall > end {
@@ -320,14 +355,25 @@ impl Plan {
                         return;
                     }
                 }
-                self.fire(entry, u64::try_from(passed).unwrap_or(u64::MAX), latest, nominal_wall, now);
+                self.fire(
+                    entry,
+                    u64::try_from(passed).unwrap_or(u64::MAX),
+                    latest,
+                    nominal_wall,
+                    now,
+                );
             }
             Next::Wall(t) => {
                 if !now.trusted || t > now.wall {
                     return;
                 }
-                let Some(calendar) = entry.calendar.clone() else { return };
-                let latest = calendar.prev_at_or_before(now.wall, self.zone).unwrap_or(t).max(t);
+                let Some(calendar) = entry.calendar.clone() else {
+                    return;
+                };
+                let latest = calendar
+                    .prev_at_or_before(now.wall, self.zone)
+                    .unwrap_or(t)
+                    .max(t);
                 let count = 1 + calendar.count_between(t, latest, self.zone);
                 let late = (now.wall - latest).num_milliseconds();
                 self.fire(entry, count, now_ms - late, Some(latest), now);
@@ -342,15 +388,24 @@ impl Plan {
 
     /// `passed` fires are due, the latest at monotonic `latest`. Applies coalesce,
     /// grace and overlap, leaving at most one pending fire.
-    fn fire(&mut self, entry: &mut Entry, passed: u64, latest: Ms, nominal_wall: Option<DateTime<Utc>>, now: Now) {
+    fn fire(
+        &mut self,
+        entry: &mut Entry,
+        passed: u64,
+        latest: Ms,
+        nominal_wall: Option<DateTime<Utc>>,
+        now: Now,
+    ) {
         let now_ms = ms(now.mono);
         let late = now_ms - latest;
         let grace = entry.cfg.misfire_grace.map(ms);
         let runs = if entry.cfg.coalesce {
             1
         } else {
+            // Fires at latest, latest − period, … that are still within the grace.
             let within = match (grace, entry.period()) {
-                (Some(g), Some(p)) => u64::try_from(g / p + 1).unwrap_or(1),
+                (Some(g), Some(p)) if g >= late => u64::try_from((g - late) / p + 1).unwrap_or(1),
+                (Some(_), Some(_)) => 0,
                 _ => MAX_CATCH_UP,
             };
             passed.min(within).min(MAX_CATCH_UP)
@@ -371,7 +426,11 @@ impl Plan {
             }
         }
         let jitter = ms(entry.cfg.jitter);
-        let offset = if jitter > 0 { self.rng.i64(0..=jitter) } else { 0 };
+        let offset = if jitter > 0 {
+            self.rng.i64(0..=jitter)
+        } else {
+            0
+        };
         self.order += 1;
         entry.pending = Some(Pending {
             origin: Origin::Schedule,
@@ -391,7 +450,10 @@ impl Plan {
         let now_ms = ms(now.mono);
         for (name, entry) in &mut self.jobs {
             if entry.pending_missed > 0 {
-                out.push(Action::Missed { job: name.clone(), count: entry.pending_missed });
+                out.push(Action::Missed {
+                    job: name.clone(),
+                    count: entry.pending_missed,
+                });
                 entry.pending_missed = 0;
             }
             for _ in 0..entry.pending_skips {
@@ -412,12 +474,19 @@ impl Plan {
             if self.running >= self.max_running {
                 break;
             }
-            let Some(entry) = self.jobs.get_mut(&name) else { continue };
-            let Some(mut pending) = entry.pending.take() else { continue };
+            let Some(entry) = self.jobs.get_mut(&name) else {
+                continue;
+            };
+            let Some(mut pending) = entry.pending.take() else {
+                continue;
+            };
             let late = now_ms - pending.start_at;
             let grace = entry.cfg.misfire_grace.map(ms);
             if pending.origin == Origin::Schedule && grace.is_some_and(|g| late > g) {
-                out.push(Action::Missed { job: name.clone(), count: pending.runs });
+                out.push(Action::Missed {
+                    job: name.clone(),
+                    count: pending.runs,
+                });
                 continue;
             }
             out.push(Action::Start {
@@ -442,16 +511,24 @@ impl Plan {
         for (name, entry) in &mut self.jobs {
             if entry.reported_life != Some(entry.life) {
                 entry.reported_life = Some(entry.life);
-                out.push(Action::State { job: name.clone(), state: entry.life });
+                out.push(Action::State {
+                    job: name.clone(),
+                    state: entry.life,
+                });
             }
             let due = match entry.next {
-                Next::Grid { anchor, period, k } if entry.schedulable() => Some(now.wall_at_ms(anchor + k * period)),
+                Next::Grid { anchor, period, k } if entry.schedulable() => {
+                    Some(now.wall_at_ms(anchor + k * period))
+                }
                 Next::Wall(t) if entry.schedulable() => Some(t),
                 _ => None,
             };
             if entry.reported_due != Some(due) {
                 entry.reported_due = Some(due);
-                out.push(Action::NextDue { job: name.clone(), at: due });
+                out.push(Action::NextDue {
+                    job: name.clone(),
+                    at: due,
+                });
             }
         }
     }
@@ -465,8 +542,16 @@ impl Plan {
             let one_shot = entry.calendar.as_ref().is_some_and(Calendar::is_one_shot);
             let schedule_over = entry.next == Next::Idle && (one_shot || entry.cfg.end.is_some());
             let shutting_down = outcome == Outcome::Cancelled;
-            if schedule_over && entry.pending.is_none() && !shutting_down && entry.life == Lifecycle::Active {
-                entry.life = if outcome.is_success() || !one_shot { Lifecycle::Completed } else { Lifecycle::Failed };
+            if schedule_over
+                && entry.pending.is_none()
+                && !shutting_down
+                && entry.life == Lifecycle::Active
+            {
+                entry.life = if outcome.is_success() || !one_shot {
+                    Lifecycle::Completed
+                } else {
+                    Lifecycle::Failed
+                };
             }
         }
         self.report(now, &mut out);
@@ -475,7 +560,10 @@ impl Plan {
 
     /// Asks for a run now, outside the schedule (`job run`, a remote command, an alarm).
     pub fn run_now(&mut self, job: &str, now: Now) -> Result<(), String> {
-        let entry = self.jobs.get_mut(job).ok_or_else(|| format!("no job named {job:?}"))?;
+        let entry = self
+            .jobs
+            .get_mut(job)
+            .ok_or_else(|| format!("no job named {job:?}"))?;
         if entry.pending.is_some() {
             return Err(format!("job {job:?} already has a run waiting"));
         }
@@ -492,7 +580,10 @@ impl Plan {
 
     /// Stops a job firing until it is resumed; a run in progress goes on.
     pub fn pause(&mut self, job: &str, now: Now) -> Result<Vec<Action>, String> {
-        let entry = self.jobs.get_mut(job).ok_or_else(|| format!("no job named {job:?}"))?;
+        let entry = self
+            .jobs
+            .get_mut(job)
+            .ok_or_else(|| format!("no job named {job:?}"))?;
         if entry.life != Lifecycle::Active {
             return Err(format!("job {job:?} is {}", entry.life.as_str()));
         }
@@ -507,7 +598,10 @@ impl Plan {
     /// Lets a paused job fire again from its next regular time; fires due while it was
     /// paused are neither run nor counted as missed.
     pub fn resume(&mut self, job: &str, now: Now) -> Result<Vec<Action>, String> {
-        let mut entry = self.jobs.remove(job).ok_or_else(|| format!("no job named {job:?}"))?;
+        let mut entry = self
+            .jobs
+            .remove(job)
+            .ok_or_else(|| format!("no job named {job:?}"))?;
         if entry.life != Lifecycle::Paused {
             let state = entry.life;
             self.jobs.insert(job.to_string(), entry);
@@ -535,7 +629,10 @@ impl Plan {
                 }
                 previous => {
                     let memory = Remembered {
-                        state: previous.as_ref().map(|e| e.life).filter(|l| *l == Lifecycle::Paused),
+                        state: previous
+                            .as_ref()
+                            .map(|e| e.life)
+                            .filter(|l| *l == Lifecycle::Paused),
                         last_nominal: previous.as_ref().and_then(|e| e.last_nominal),
                     };
                     self.insert(cfg.clone(), memory, now);
@@ -553,14 +650,18 @@ impl Plan {
         let now_ms = ms(now.mono);
         let mut wake = now_ms + MAX_SLEEP_MS;
         for entry in self.jobs.values() {
+            // A fire that waits for a free slot is woken by the run that frees it.
             if let Some(p) = &entry.pending {
-                if !entry.running {
+                let slot_free = self.running < self.max_running;
+                if !entry.running && (p.start_at > now_ms || slot_free) {
                     wake = wake.min(p.start_at);
                 }
             }
             match entry.next {
                 Next::Grid { anchor, period, k } => wake = wake.min(anchor + k * period),
-                Next::Wall(t) if now.trusted => wake = wake.min(now_ms + (t - now.wall).num_milliseconds()),
+                Next::Wall(t) if now.trusted => {
+                    wake = wake.min(now_ms + (t - now.wall).num_milliseconds())
+                }
                 _ => {}
             }
         }

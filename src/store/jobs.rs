@@ -144,7 +144,11 @@ pub fn start_run(
         "UPDATE job_state SET last_start_ms = ?2,
                 last_nominal_ms = coalesce(?3, last_nominal_ms)
          WHERE name = ?1",
-        params![name, started.timestamp_millis(), nominal.map(|t| t.timestamp_millis())],
+        params![
+            name,
+            started.timestamp_millis(),
+            nominal.map(|t| t.timestamp_millis())
+        ],
     )?;
     Ok(id)
 }
@@ -185,22 +189,35 @@ pub fn finish_run(
 /// Adds to the missed count (fires later than their grace, or lost to downtime).
 pub fn add_missed(conn: &Connection, name: &str, count: u64) -> Result<(), StoreError> {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
-    conn.execute("UPDATE job_state SET missed = missed + ?2 WHERE name = ?1", params![name, count])?;
+    conn.execute(
+        "UPDATE job_state SET missed = missed + ?2 WHERE name = ?1",
+        params![name, count],
+    )?;
     Ok(())
 }
 
 /// Adds one to the skipped count (a fire while the previous run still ran).
 pub fn add_skipped(conn: &Connection, name: &str) -> Result<(), StoreError> {
-    conn.execute("UPDATE job_state SET skipped = skipped + 1 WHERE name = ?1", [name])?;
+    conn.execute(
+        "UPDATE job_state SET skipped = skipped + 1 WHERE name = ?1",
+        [name],
+    )?;
     Ok(())
 }
 
 pub fn set_state(conn: &Connection, name: &str, state: Lifecycle) -> Result<(), StoreError> {
-    conn.execute("UPDATE job_state SET state = ?2 WHERE name = ?1", params![name, state.as_str()])?;
+    conn.execute(
+        "UPDATE job_state SET state = ?2 WHERE name = ?1",
+        params![name, state.as_str()],
+    )?;
     Ok(())
 }
 
-pub fn set_next_due(conn: &Connection, name: &str, due: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+pub fn set_next_due(
+    conn: &Connection,
+    name: &str,
+    due: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE job_state SET next_due_ms = ?2 WHERE name = ?1",
         params![name, due.map(|t| t.timestamp_millis())],
@@ -214,7 +231,8 @@ pub fn abort_orphaned_runs(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let open: Vec<(i64, String, i64)> = {
         let mut stmt = tx.prepare("SELECT id, job, pid FROM job_runs WHERE outcome IS NULL")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
     };
     let mut closed = 0;
     for (id, job, pid) in open {
@@ -238,7 +256,9 @@ pub fn abort_orphaned_runs(conn: &mut Connection) -> Result<usize, StoreError> {
 }
 
 fn pid_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
@@ -248,7 +268,8 @@ const RECORD_COLUMNS: &str = "s.name, s.kind, s.state, s.runs, s.successes, s.fa
      s.last_nominal_ms, EXISTS (SELECT 1 FROM job_runs r WHERE r.job = s.name AND r.outcome IS NULL)";
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
-    let count = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    let count =
+        |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
     let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
         Ok(r.get::<_, Option<i64>>(i)?.and_then(from_millis))
     };
@@ -262,7 +283,9 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         missed: count(6)?,
         skipped: count(7)?,
         last_start: time(8)?,
-        last_duration_ms: r.get::<_, Option<i64>>(9)?.map(|v| u64::try_from(v).unwrap_or(0)),
+        last_duration_ms: r
+            .get::<_, Option<i64>>(9)?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
         last_outcome: r.get(10)?,
         last_error: r.get(11)?,
         next_due: time(12)?,
@@ -275,7 +298,9 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 pub fn all(conn: &Connection) -> Result<Vec<JobRecord>, StoreError> {
     let sql = format!("SELECT {RECORD_COLUMNS} FROM job_state s ORDER BY s.name");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([], record_from_row)?.collect::<Result<_, _>>()?;
+    let rows = stmt
+        .query_map([], record_from_row)?
+        .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -296,7 +321,9 @@ pub fn history(conn: &Connection, name: &str, limit: u32) -> Result<Vec<RunRecor
                 id: r.get(0)?,
                 origin: r.get(1)?,
                 started: r.get::<_, i64>(2).map(from_millis)?,
-                duration_ms: r.get::<_, Option<i64>>(3)?.map(|v| u64::try_from(v).unwrap_or(0)),
+                duration_ms: r
+                    .get::<_, Option<i64>>(3)?
+                    .map(|v| u64::try_from(v).unwrap_or(0)),
                 attempts: r.get(4)?,
                 outcome: r.get(5)?,
                 error: r.get(6)?,
@@ -322,15 +349,31 @@ mod tests {
         ensure(&conn, "probe", "command").unwrap();
         for i in 0..60 {
             let id = start_run(&conn, "probe", Origin::Schedule, t(i % 60), Some(t(0))).unwrap();
-            let outcome = if i % 3 == 0 { Outcome::Failure } else { Outcome::Success };
+            let outcome = if i % 3 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
             finish_run(&mut conn, "probe", id, outcome, None, 10, 1).unwrap();
         }
         add_missed(&conn, "probe", 4).unwrap();
         add_skipped(&conn, "probe").unwrap();
         let rec = get(&conn, "probe").unwrap().unwrap();
-        assert_eq!((rec.runs, rec.successes, rec.failures, rec.missed, rec.skipped), (60, 40, 20, 4, 1));
+        assert_eq!(
+            (
+                rec.runs,
+                rec.successes,
+                rec.failures,
+                rec.missed,
+                rec.skipped
+            ),
+            (60, 40, 20, 4, 1)
+        );
         assert!(!rec.running);
-        assert_eq!(history(&conn, "probe", 1000).unwrap().len(), HISTORY as usize);
+        assert_eq!(
+            history(&conn, "probe", 1000).unwrap().len(),
+            HISTORY as usize
+        );
     }
 
     #[test]

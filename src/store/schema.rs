@@ -53,9 +53,16 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
-        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known });
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
     }
-    for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process may have migrated while we waited for the lock.
         let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -64,7 +71,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         }
         tx.execute_batch(sql)?;
         if version == 1 {
-            tx.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [new_epoch()])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('epoch', ?1)",
+                [new_epoch()],
+            )?;
         }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;

@@ -13,7 +13,9 @@ use tidegate::scheduler::plan::{Action, Plan, Remembered};
 use tidegate::store::jobs::{Lifecycle, Outcome};
 
 pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid date")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .expect("valid date")
 }
 
 /// A job with every option at its default.
@@ -39,7 +41,9 @@ pub fn every(secs: u64) -> Option<Trigger> {
 }
 
 pub fn cron(expr: &str) -> Option<Trigger> {
-    Some(Trigger::Cron(tidegate::config::CronExpr::parse(expr).expect("valid cron")))
+    Some(Trigger::Cron(
+        tidegate::config::CronExpr::parse(expr).expect("valid cron"),
+    ))
 }
 
 /// One start seen by the simulation.
@@ -87,7 +91,11 @@ impl Sim {
         // Monotonic time starts at ten seconds, as after a boot.
         let mono_ms = 10_000;
         let offset_ms = wall.timestamp_millis() - mono_ms;
-        let now = Now { mono: Duration::from_millis(10_000), wall, trusted };
+        let now = Now {
+            mono: Duration::from_millis(10_000),
+            wall,
+            trusted,
+        };
         let plan = Plan::new(jobs, zone, max_running, remembered, now).with_seed(7);
         Sim {
             plan,
@@ -123,9 +131,18 @@ impl Sim {
         for action in actions {
             match action {
                 Action::Start { job, nominal, .. } => {
-                    let run = self.run_time.get(&job).copied().unwrap_or(Duration::from_secs(1));
+                    let run = self
+                        .run_time
+                        .get(&job)
+                        .copied()
+                        .unwrap_or(Duration::from_secs(1));
                     let end = self.mono_ms + i64::try_from(run.as_millis()).expect("fits");
-                    self.starts.push(Start { job: job.clone(), mono_ms: self.mono_ms, wall: self.wall(), nominal });
+                    self.starts.push(Start {
+                        job: job.clone(),
+                        mono_ms: self.mono_ms,
+                        wall: self.wall(),
+                        nominal,
+                    });
                     self.running.push((job, end));
                 }
                 Action::Missed { job, count } => *self.missed.entry(job).or_default() += count,
@@ -146,28 +163,41 @@ impl Sim {
     /// when runs end, as the real shell does.
     pub fn run_until_mono(&mut self, until_ms: i64) {
         loop {
+            self.finish_ended_runs();
             let actions = self.plan.tick(self.now());
             self.ticks += 1;
             self.absorb(actions);
             let wake = i64::try_from(self.plan.next_wake(self.now()).as_millis()).expect("fits");
-            let next_end = self.running.iter().map(|(_, end)| *end).min().unwrap_or(i64::MAX);
+            let next_end = self
+                .running
+                .iter()
+                .map(|(_, end)| *end)
+                .min()
+                .unwrap_or(i64::MAX);
             let next = wake.min(next_end);
             if next > until_ms {
                 self.mono_ms = until_ms;
                 return;
             }
             self.mono_ms = next.max(self.mono_ms);
-            let (done, still): (Vec<_>, Vec<_>) = self.running.drain(..).partition(|(_, end)| *end <= self.mono_ms);
-            self.running = still;
-            for (job, _) in done {
-                let outcome = if self.fail.get(&job).copied().unwrap_or(false) {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                };
-                let actions = self.plan.finished(&job, outcome, self.now());
-                self.absorb(actions);
-            }
+        }
+    }
+
+    /// Tells the plan about runs that have ended by now, as the shell's channel does.
+    fn finish_ended_runs(&mut self) {
+        let now = self.mono_ms;
+        let (done, still): (Vec<_>, Vec<_>) =
+            self.running.drain(..).partition(|(_, end)| *end <= now);
+        self.running = still;
+        for (job, _) in done {
+            let failed = self.fail.get(&job).copied().unwrap_or(false);
+            let outcome = if failed {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            let actions = self.plan.finished(&job, outcome, self.now());
+            self.absorb(actions);
         }
     }
 
@@ -187,7 +217,11 @@ impl Sim {
     }
 
     pub fn starts_of(&self, job: &str) -> Vec<Start> {
-        self.starts.iter().filter(|s| s.job == job).cloned().collect()
+        self.starts
+            .iter()
+            .filter(|s| s.job == job)
+            .cloned()
+            .collect()
     }
 
     pub fn missed_of(&self, job: &str) -> u64 {
