@@ -151,6 +151,9 @@ pub async fn spawn(
     Ok((SchedulerHandle { tx, ticks }, task))
 }
 
+/// A run's end, as the run task reports it to the loop.
+type Finished = (String, Outcome);
+
 struct Shell {
     plan: Plan,
     ctx: JobContext,
@@ -159,8 +162,8 @@ struct Shell {
     tracker: TaskTracker,
     cancel_runs: CancellationToken,
     done: (
-        mpsc::UnboundedSender<(String, Outcome)>,
-        mpsc::UnboundedReceiver<(String, Outcome)>,
+        mpsc::UnboundedSender<Finished>,
+        mpsc::UnboundedReceiver<Finished>,
     ),
 }
 

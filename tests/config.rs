@@ -1,10 +1,6 @@
 //! The config contract from the outside: example files parse, broken files give exact
 //! `FILE:LINE: key.path: message` lines, the printed config reads back equal, and a
 //! broken file falls back to the last good one.
-//!
-//! The cron module is written separately; until `CronExpr::parse` accepts expressions,
-//! every config carries a cron error (the built-in cleanup job's), so these tests set
-//! cron errors aside and check everything else, and skip what needs a valid `Config`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,30 +9,17 @@ use tidegate::config::{
     load_with_fallback, parse_json, parse_str, save_last_good, to_toml_masked,
 };
 
-fn cron_ready() -> bool {
-    CronExpr::parse("30 3 * * *").is_ok()
-}
-
-/// Error lines, with cron errors set aside while cron is not implemented.
+/// Every error line, in order.
 fn error_lines(result: Result<Config, config::ConfigErrors>) -> Vec<String> {
     match result {
         Ok(_) => Vec::new(),
-        Err(errors) => errors
-            .0
-            .iter()
-            .map(ToString::to_string)
-            .filter(|l| cron_ready() || !l.contains(".cron: "))
-            .collect(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
     }
 }
 
 /// Parses `text` as `demo.toml` and compares every error line; a mismatch is described.
 fn mismatch(text: &str, expected: &[&str]) -> Option<String> {
-    let expected: Vec<&str> = expected
-        .iter()
-        .copied()
-        .filter(|l| cron_ready() || !l.contains(".cron: "))
-        .collect();
+    let expected: Vec<&str> = expected.to_vec();
     let got = error_lines(parse_str(text, "demo.toml"));
     (got != expected).then(|| {
         format!(
@@ -53,21 +36,9 @@ fn check(text: &str, expected: &[&str]) {
     }
 }
 
-/// A valid `Config`, or `None` (test skipped) while cron is not implemented.
-fn parse_ok(text: &str, origin: &str) -> Option<Config> {
-    match parse_str(text, origin) {
-        Ok(c) => Some(c),
-        Err(e) if !cron_ready() => {
-            assert_eq!(
-                error_lines(Err(e)),
-                Vec::<String>::new(),
-                "only cron errors expected in {origin}"
-            );
-            eprintln!("skipped: cron is not implemented yet");
-            None
-        }
-        Err(e) => panic!("{origin} does not parse:\n{e}"),
-    }
+/// A valid `Config`; panics with every error otherwise.
+fn parse_ok(text: &str, origin: &str) -> Config {
+    parse_str(text, origin).unwrap_or_else(|e| panic!("{origin} does not parse:\n{e}"))
 }
 
 fn example_files() -> Vec<PathBuf> {
@@ -90,10 +61,9 @@ fn every_example_config_parses() {
     for path in example_files() {
         let text = std::fs::read_to_string(&path).expect("readable");
         let origin = path.display().to_string();
-        if let Some(c) = parse_ok(&text, &origin) {
-            for name in ["cleanup", "heartbeat", "sample", "upload"] {
-                assert!(c.job(name).is_some(), "{origin}: built-in {name}");
-            }
+        let c = parse_ok(&text, &origin);
+        for name in ["cleanup", "heartbeat", "sample", "upload"] {
+            assert!(c.job(name).is_some(), "{origin}: built-in {name}");
         }
     }
 }
@@ -103,9 +73,7 @@ fn printed_config_reads_back_equal() {
     for path in example_files() {
         let text = std::fs::read_to_string(&path).expect("readable");
         let origin = path.display().to_string();
-        let Some(first) = parse_ok(&text, &origin) else {
-            continue;
-        };
+        let first = parse_ok(&text, &origin);
         let printed = to_toml_masked(&first);
         let second = parse_str(&printed, "printed")
             .unwrap_or_else(|e| panic!("{origin} printed:\n{printed}\n{e}"));
@@ -115,9 +83,7 @@ fn printed_config_reads_back_equal() {
 
 #[test]
 fn defaults_and_built_in_jobs() {
-    let Some(c) = parse_ok("[agent]\nid = \"p\"\ntimezone = \"UTC\"\n", "min.toml") else {
-        return;
-    };
+    let c = parse_ok("[agent]\nid = \"p\"\ntimezone = \"UTC\"\n", "min.toml");
     assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/tidegate"));
     assert_eq!(c.agent.log_dir, Some(PathBuf::from("/var/log/tidegate")));
     assert_eq!(c.agent.log_max_size, 10 << 20);
@@ -145,9 +111,7 @@ fn defaults_and_built_in_jobs() {
 #[test]
 fn built_in_job_is_merged_key_by_key() {
     let text = "[agent]\nid = \"p\"\n[jobs.upload]\ncron = \"0 * * * *\"\njitter = \"1m\"\nretry = { delay = \"2s\" }\n";
-    let Some(c) = parse_ok(text, "m.toml") else {
-        return;
-    };
+    let c = parse_ok(text, "m.toml");
     let upload = c.job("upload").expect("built-in");
     assert_eq!(upload.kind, JobKind::Upload);
     assert!(
@@ -164,9 +128,7 @@ fn built_in_job_is_merged_key_by_key() {
 fn farm_example_reads_as_written() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tidegate.toml");
     let text = std::fs::read_to_string(path).expect("readable");
-    let Some(c) = parse_ok(&text, "tidegate.toml") else {
-        return;
-    };
+    let c = parse_ok(&text, "tidegate.toml");
     assert_eq!(c.buses.len(), 3);
     assert!(matches!(c.buses[2].kind, BusKind::ModbusTcp { .. }));
     assert_eq!(c.alarms[0].threshold, Threshold::Below(4.0));
@@ -181,9 +143,7 @@ fn farm_example_reads_as_written() {
 #[test]
 fn topic_prefix_defaults_to_site_and_id() {
     let text = "[agent]\nid = \"p1\"\n[mqtt]\nurl = \"mqtt://b\"\n";
-    let Some(c) = parse_ok(text, "t.toml") else {
-        return;
-    };
+    let c = parse_ok(text, "t.toml");
     assert_eq!(c.mqtt.expect("mqtt").topic_prefix, "tidegate/default/p1");
 }
 
@@ -199,9 +159,7 @@ kind = "command"
 command = ["/bin/true"]
 env = { API_KEY = "k1", db_password = "pw", SECRET_SAUCE = "s", AUTH_TOKEN = "t", POND = "7" }
 "#;
-    let Some(c) = parse_ok(text, "s.toml") else {
-        return;
-    };
+    let c = parse_ok(text, "s.toml");
     let printed = to_toml_masked(&c);
     for secret in ["hunter2", "k1", "\"pw\"", "\"s\"", "\"t\""] {
         assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
@@ -274,24 +232,18 @@ fn broken_file_falls_back_to_last_good() {
     );
 
     save_last_good(&state, &good).expect("save");
-    match load_with_fallback(&path) {
-        Ok(loaded) => {
-            assert_eq!(loaded.config.agent.id, "good");
-            assert_eq!(loaded.text, good);
-            let Source::LastGood { errors } = loaded.source else {
-                panic!("falls back")
-            };
-            assert!(errors.to_string().contains("agent.max_running"), "{errors}");
-        }
-        // Without cron the last good file cannot validate either.
-        Err(e) => assert!(!cron_ready(), "{e}"),
-    }
+    let loaded = load_with_fallback(&path).expect("falls back to the last good file");
+    assert_eq!(loaded.config.agent.id, "good");
+    assert_eq!(loaded.text, good);
+    let Source::LastGood { errors } = loaded.source else {
+        panic!("falls back")
+    };
+    assert!(errors.to_string().contains("agent.max_running"), "{errors}");
 
     // A file that is good loads as itself.
     std::fs::write(&path, &good).expect("write");
-    if let Ok(loaded) = load_with_fallback(&path) {
-        assert_eq!(loaded.source, Source::File);
-    }
+    let loaded = load_with_fallback(&path).expect("a good file loads");
+    assert_eq!(loaded.source, Source::File);
 }
 
 const AGENT: &str = "[agent]\nid = \"p\"\n";

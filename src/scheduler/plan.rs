@@ -219,21 +219,18 @@ impl Plan {
                 period,
                 k: 0,
             };
-            if catch_up && now.trusted && entry.last_fire.is_none() {
-                if let Some(last) = entry.last_nominal {
-                    let since = (now.wall - last).num_milliseconds();
-                    let missed = since.div_euclid(period);
-                    if missed >= 1 && since >= 0 {
-                        let latest = last + chrono::Duration::milliseconds(missed * period);
-                        let late = (now.wall - latest).num_milliseconds();
-                        self.fire(
-                            entry,
-                            u64::try_from(missed).unwrap_or(u64::MAX),
-                            now_ms - late,
-                            Some(latest),
-                            now,
-                        );
-                    }
+            if catch_up
+                && now.trusted
+                && entry.last_fire.is_none()
+                && let Some(last) = entry.last_nominal
+            {
+                let since = (now.wall - last).num_milliseconds();
+                let missed = since.div_euclid(period);
+                if missed >= 1 && since >= 0 {
+                    let latest = last + chrono::Duration::milliseconds(missed * period);
+                    let late = (now.wall - latest).num_milliseconds();
+                    let passed = u64::try_from(missed).unwrap_or(u64::MAX);
+                    self.fire(entry, passed, now_ms - late, Some(latest), now);
                 }
             }
         } else if let Some(calendar) = entry.calendar.clone() {
@@ -341,19 +338,19 @@ impl Plan {
                     k: k + passed,
                 };
                 let nominal_wall = now.trusted.then(|| now.wall_at_ms(latest));
-                if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall) {
-                    if wall > end {
-                        entry.next = Next::Idle;
-                        if !entry.running && entry.pending.is_none() {
-                            entry.life = Lifecycle::Completed;
-                        }
-                        return;
+                if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall)
+                    && wall > end
+                {
+                    entry.next = Next::Idle;
+                    if !entry.running && entry.pending.is_none() {
+                        entry.life = Lifecycle::Completed;
                     }
+                    return;
                 }
-                if let (Some(start), Some(wall)) = (entry.cfg.start, nominal_wall) {
-                    if wall < start {
-                        return;
-                    }
+                if let (Some(start), Some(wall)) = (entry.cfg.start, nominal_wall)
+                    && wall < start
+                {
+                    return;
                 }
                 self.fire(
                     entry,
@@ -696,10 +693,8 @@ fn grid_start(period: Ms, now: Now, last_fire: Option<Ms>) -> Ms {
     }
     let wall = now.wall.timestamp_millis();
     let mut due = now_ms + (wall.div_euclid(period) + 1) * period - wall;
-    if let Some(last) = last_fire {
-        if due - last < period / 2 {
-            due += period;
-        }
+    if last_fire.is_some_and(|last| due - last < period / 2) {
+        due += period;
     }
     due
 }
