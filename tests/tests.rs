@@ -2,5 +2,7 @@
 
 mod support;
 
+mod agent;
 mod config;
+mod jobs;
 mod scheduler;

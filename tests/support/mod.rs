@@ -1,3 +1,4 @@
 //! Fakes and harnesses shared by the integration tests.
 
+pub mod agent;
 pub mod sim;

@@ -1,0 +1,277 @@
+//! The binary end to end: exit codes, the last good configuration, signals, job state
+//! across kill -9, and the CLI reading and acting while an agent runs.
+
+use std::time::Duration;
+
+use crate::support::agent::{Site, eventually, path_str};
+
+const START: Duration = Duration::from_secs(10);
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_masked() {
+    let site = Site::new(
+        r#"
+[jobs.probe]
+kind = "command"
+command = ["/bin/true"]
+env = { API_TOKEN = "s3cret", POND = "7" }
+every = "1m"
+"#,
+    );
+    let (code, out, err) = site.cli(&["check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("[jobs.heartbeat]"),
+        "built-ins are printed:\n{out}"
+    );
+    assert!(
+        out.contains(r#""API_TOKEN" = "***""#),
+        "secret env masked:\n{out}"
+    );
+    assert!(out.contains(r#""POND" = "7""#), "other env kept:\n{out}");
+    assert!(!out.contains("s3cret"));
+}
+
+#[test]
+fn check_config_names_every_problem_and_exits_2() {
+    let site = Site::new("");
+    site.write_raw(
+        r#"[agent]
+id = "pond 7"
+max_running = "four"
+
+[jobs.sample]
+every = "5 parsecs"
+
+[jobs.nightly]
+kind = "command"
+command = ["/bin/true"]
+cron = "0 3 * *"
+"#,
+    );
+    let (code, out, err) = site.cli(&["check-config"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    let file = path_str(&site.config());
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:2: agent.id: ")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{file}:3: agent.max_running: ")),
+        "{err}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("{file}:6: jobs.sample.every: invalid duration \"5 parsecs\"")
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "{file}:11: jobs.nightly.cron: expected 5 or 6 fields"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_and_unknown_job_is_named() {
+    let site = Site::new("");
+    let (code, _, err) = site.cli(&["frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = site.cli(&["job", "run", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("tidegate: no job named \"nope\"; jobs are: cleanup, heartbeat"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line:\n{err}");
+}
+
+#[test]
+fn run_without_any_valid_config_exits_2() {
+    let site = Site::new("");
+    site.write_raw("[agent]\nid = \"x\"\nstate_dir = \"/nonexistent/never\"\nbogus = 1\n");
+    let mut agent = site.start();
+    assert_eq!(agent.wait_exit(START), Some(2));
+    assert!(
+        agent.log().contains("agent.bogus: unknown key"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn a_broken_file_at_start_runs_on_the_last_good_config() {
+    let site = Site::new("[jobs.heartbeat]\nevery = \"1s\"\n");
+    let mut agent = site.start();
+    agent.wait_for_log("agent started", START);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    assert!(site.state_dir().join("last-good.toml").exists());
+
+    let good = std::fs::read_to_string(site.config()).unwrap();
+    site.write_raw(&good.replace("every = \"1s\"", "every = \"soon\""));
+    let mut agent = site.start();
+    agent.wait_for_log("running on the last good configuration", START);
+    assert!(
+        agent
+            .log()
+            .contains("jobs.heartbeat.every: invalid duration \"soon\""),
+        "{}",
+        agent.log()
+    );
+    // It really runs: the heartbeat of the last good file fires every second.
+    agent.wait_for_log("heartbeat: alive", START);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+}
+
+#[test]
+fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
+    let site = Site::new("");
+    let mut agent = site.start();
+    agent.wait_for_log("agent started", START);
+
+    let good = std::fs::read_to_string(site.config()).unwrap();
+    site.write_raw(&format!("{good}\n[jobs.sample]\nevery = \"nope\"\n"));
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_log("reload refused", START);
+    assert!(
+        agent
+            .log()
+            .contains("jobs.sample.every: invalid duration \"nope\"")
+    );
+    assert!(agent.child.try_wait().unwrap().is_none(), "still running");
+
+    let marker = site.dir.path().join("ran");
+    site.write_raw(&format!(
+        "{good}\n[jobs.touch]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\nevery = \"1s\"\n",
+        marker.display()
+    ));
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_log("configuration reloaded", START);
+    eventually(START, "the new job runs", || marker.exists());
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    let saved = std::fs::read_to_string(site.state_dir().join("last-good.toml")).unwrap();
+    assert!(
+        saved.contains("[jobs.touch]"),
+        "the applied file is the new last good one"
+    );
+}
+
+#[test]
+fn sigterm_gives_running_jobs_their_grace_then_kills_them() {
+    let site = Site::new(
+        r#"
+[jobs.long]
+kind = "command"
+command = ["/bin/sh", "-c", "echo long-job-began; sleep 60"]
+every = "1s"
+"#,
+    );
+    let mut agent = site.start();
+    agent.wait_for_log("long-job-began", START);
+    let asked = std::time::Instant::now();
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "the 1 s grace was given: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "the stop is bounded: {took:?}"
+    );
+    let long = site.job("long");
+    assert_eq!(long["last_outcome"], "cancelled", "{long}");
+    assert_eq!(long["state"], "active");
+}
+
+#[test]
+fn job_state_survives_kill_9_and_the_cut_off_run_is_aborted() {
+    let site = Site::new(
+        r#"
+[jobs.tick]
+kind = "command"
+command = ["/bin/true"]
+every = "1s"
+
+[jobs.long]
+kind = "command"
+command = ["/bin/sh", "-c", "echo long-started; sleep 60"]
+every = "2s"
+"#,
+    );
+    let mut agent = site.start();
+    eventually(Duration::from_secs(15), "three runs recorded", || {
+        site.job("tick")["runs"].as_u64().unwrap_or(0) >= 3
+    });
+    agent.wait_for_log("long-started", START);
+    agent.signal(libc::SIGKILL);
+    assert_eq!(agent.wait_exit(START), None, "killed by a signal");
+
+    let tick = site.job("tick");
+    let runs_before = tick["runs"].as_u64().unwrap();
+    assert!(runs_before >= 3, "{tick}");
+    assert_eq!(tick["successes"].as_u64(), Some(runs_before));
+    assert!(tick["last_run"].is_string());
+    assert_eq!(
+        site.job("long")["state"],
+        "running",
+        "the open run is visible"
+    );
+
+    let mut agent = site.start();
+    agent.wait_for_log("recorded as aborted", START);
+    let long = site.job("long");
+    assert_eq!(long["last_outcome"], "aborted", "{long}");
+    eventually(START, "counting goes on from the persisted state", || {
+        site.job("tick")["runs"].as_u64().unwrap_or(0) > runs_before
+    });
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+}
+
+#[test]
+fn job_run_runs_now_prints_the_outcome_and_is_recorded_while_an_agent_runs() {
+    let site = Site::new(
+        r#"
+[jobs.ok]
+kind = "command"
+command = ["/bin/sh", "-c", "echo fine"]
+
+[jobs.broken]
+kind = "command"
+command = ["/bin/sh", "-c", "echo 'probe unreachable' >&2; exit 3"]
+"#,
+    );
+    let mut agent = site.start();
+    agent.wait_for_log("agent started", START);
+
+    let (code, out, err) = site.cli(&["job", "run", "ok"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("job ok: success (1 attempt, "), "{out}");
+    let (code, out, _) = site.cli(&["job", "run", "broken"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("job broken: failure (1 attempt, "), "{out}");
+    assert!(
+        out.trim_end().ends_with("exit status 3: probe unreachable"),
+        "{out}"
+    );
+
+    let ok = site.job("ok");
+    assert_eq!(
+        (ok["runs"].as_u64(), ok["successes"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(ok["trigger"], serde_json::Value::Null, "manual-only job");
+    let broken = site.job("broken");
+    assert_eq!(broken["failures"].as_u64(), Some(1));
+    assert_eq!(broken["last_error"], "exit status 3: probe unreachable");
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+}
