@@ -560,3 +560,76 @@ fn a_manual_run_starts_now_and_respects_a_running_job() {
     assert_eq!(sim.starts_of("cleanup").len(), 1);
     assert!(sim.plan.run_now("missing", now).is_err());
 }
+
+/// The async shell around the plan, in real time: it runs due jobs, records them, and
+/// obeys pause, resume and run-now through its handle.
+#[tokio::test]
+async fn the_shell_records_runs_and_obeys_its_handle() {
+    use std::sync::Arc;
+    use tidegate::clock::{Clock, TestClock};
+    use tidegate::store::{self, StoreHandle, jobs as job_store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[agent]\nid = \"t\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\n[jobs.heartbeat]\nevery = \"1s\"\n",
+        dir.path().display()
+    );
+    let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::new(tidegate::clock::wall_now(), true));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (handle, task) = tidegate::scheduler::spawn(config, clock, store.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let record = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .call(move |c| job_store::get(c, name))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let runs = record("heartbeat").await.runs;
+    assert!((3..=4).contains(&runs), "about one run a second: {runs}");
+
+    handle.pause("heartbeat").await.unwrap();
+    assert!(handle.pause("heartbeat").await.is_err(), "already paused");
+    let paused = record("heartbeat").await;
+    assert_eq!(paused.state, Lifecycle::Paused);
+    assert_eq!(paused.next_due, None);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        record("heartbeat").await.runs,
+        paused.runs,
+        "no runs while paused"
+    );
+
+    handle.resume("heartbeat").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resumed = record("heartbeat").await;
+    assert_eq!(resumed.state, Lifecycle::Active);
+    assert!(resumed.runs > paused.runs);
+    assert_eq!(resumed.missed, 0, "fires while paused are not missed");
+
+    handle.run_now("cleanup").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cleanup = record("cleanup").await;
+    assert_eq!((cleanup.runs, cleanup.successes), (1, 1));
+    let history = store
+        .call(|c| job_store::history(c, "cleanup", 10))
+        .await
+        .unwrap();
+    assert_eq!(history[0].origin, "manual");
+    assert!(handle.run_now("nope").await.is_err());
+
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(
+        handle.run_now("cleanup").await.is_err(),
+        "a stopped scheduler says so"
+    );
+}

@@ -136,8 +136,14 @@ pub fn start_run(
         Origin::Manual => "manual",
     };
     conn.execute(
-        "INSERT INTO job_runs (job, origin, pid, started_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![name, origin, std::process::id(), started.timestamp_millis()],
+        "INSERT INTO job_runs (job, origin, pid, nominal_ms, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            name,
+            origin,
+            std::process::id(),
+            nominal.map(|t| t.timestamp_millis()),
+            started.timestamp_millis()
+        ],
     )?;
     let id = conn.last_insert_rowid();
     conn.execute(

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
          job         TEXT NOT NULL,
          origin      TEXT NOT NULL,      -- schedule | manual
          pid         INTEGER NOT NULL,   -- the process running it
+         nominal_ms  INTEGER,            -- when it was due; null for manual runs
          started_ms  INTEGER NOT NULL,
          duration_ms INTEGER,
          attempts    INTEGER NOT NULL DEFAULT 1,
