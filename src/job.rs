@@ -63,9 +63,10 @@ pub async fn run(job: &JobConfig, ctx: &JobContext, cancel: &CancellationToken) 
             }
             Err(failure) => failure,
         };
-        let retries_left = job.retry.is_some_and(|r| attempts <= r.attempts);
-        if failure != Failure::Cancelled && retries_left {
-            let policy = job.retry.expect("retries_left implies a policy");
+        let retry = job.retry.filter(|r| attempts <= r.attempts);
+        if let Some(policy) = retry
+            && failure != Failure::Cancelled
+        {
             let wait = retry::backoff(&policy, attempts, fastrand::f64());
             tracing::warn!(job = %job.name, attempt = attempts, error = %describe(&failure), retry_in = ?wait, "run failed, retrying");
             tokio::select! {

@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per area, shared fakes in `support`.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
