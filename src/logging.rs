@@ -24,6 +24,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing_appender::non_blocking::WorkerGuard;
+
+/// Lines the file writer may hold while the card is slow; past that, lines are
+/// dropped from the file (stderr still has them).
+const LINE_QUEUE: usize = 1024;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::Registry;
@@ -60,7 +64,10 @@ pub fn init(log_dir: Option<&Path>, max_size: u64, keep: u32) -> io::Result<LogG
     let mut worker = None;
     if let Some(dir) = log_dir {
         let file = SizeRotatingFile::open(dir, max_size, keep, RETRY_AFTER_ERROR);
+        // The worker's queue is allocated whole up front; the default 128,000 lines
+        // would be 4 MiB of resident memory on a box that logs a line a second.
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(LINE_QUEUE)
             .thread_name("tidegate-log")
             .finish(file);
         layers.push(
