@@ -80,6 +80,15 @@ fn bad_usage_exits_2_and_unknown_job_is_named() {
     let site = Site::new("");
     let (code, _, err) = site.cli(&["frobnicate"]);
     assert_eq!(code, 2, "{err}");
+    // --config may also stand before the command words.
+    let out = std::process::Command::new(crate::support::agent::binary())
+        .arg("--config")
+        .arg(site.config())
+        .args(["job", "run", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
     let (code, _, err) = site.cli(&["job", "run", "nope"]);
     assert_eq!(code, 2);
     assert!(

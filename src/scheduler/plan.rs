@@ -31,7 +31,7 @@ use crate::store::jobs::{Lifecycle, Origin, Outcome};
 /// A change of `wall − monotonic` larger than this is a step, not a slew.
 pub const STEP_THRESHOLD_MS: i64 = 2_000;
 /// The plan wants to look at the clocks at least this often, to see steps and trust.
-pub const MAX_SLEEP_MS: i64 = 30_000;
+pub const MAX_SLEEP_MS: i64 = 10_000;
 /// With `coalesce = false`, at most this many missed fires are run to catch up.
 pub const MAX_CATCH_UP: u64 = 10;
 
