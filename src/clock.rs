@@ -71,15 +71,27 @@ pub struct SystemClock {
     origin: Instant,
     mode: ClockMode,
     flag_file: PathBuf,
+    kernel_synced: fn() -> bool,
     trusted: AtomicBool,
 }
 
 impl SystemClock {
     pub fn new(mode: ClockMode) -> SystemClock {
+        SystemClock::with_probes(mode, PathBuf::from(TIMESYNC_FLAG), kernel_ntp_synced)
+    }
+
+    /// A system clock that asks `flag_file` and `kernel_synced` whether NTP has
+    /// synchronised it (tests point these elsewhere).
+    pub fn with_probes(
+        mode: ClockMode,
+        flag_file: PathBuf,
+        kernel_synced: fn() -> bool,
+    ) -> SystemClock {
         SystemClock {
             origin: Instant::now(),
             mode,
-            flag_file: PathBuf::from(TIMESYNC_FLAG),
+            flag_file,
+            kernel_synced,
             trusted: AtomicBool::new(false),
         }
     }
@@ -87,7 +99,7 @@ impl SystemClock {
     fn system_says_synced(&self) -> bool {
         match self.mode {
             ClockMode::Trusted => true,
-            ClockMode::Ntp => self.flag_file.exists() || kernel_ntp_synced(),
+            ClockMode::Ntp => self.flag_file.exists() || (self.kernel_synced)(),
         }
     }
 }
@@ -231,6 +243,24 @@ mod tests {
         let clock = SystemClock::new(ClockMode::Trusted);
         // The machine running the tests has a real date.
         assert!(clock.now().trusted);
+    }
+
+    #[test]
+    fn ntp_mode_trusts_after_the_timesync_flag_or_the_kernel_and_stays_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("synchronized");
+        let clock = SystemClock::with_probes(ClockMode::Ntp, flag.clone(), || false);
+        assert!(!clock.now().trusted, "no flag, kernel unsynchronised");
+        std::fs::write(&flag, "").unwrap();
+        assert!(clock.now().trusted, "timesyncd's flag file");
+        std::fs::remove_file(&flag).unwrap();
+        assert!(clock.now().trusted, "trust is sticky for the process");
+
+        let kernel = SystemClock::with_probes(ClockMode::Ntp, dir.path().join("absent"), || true);
+        assert!(
+            kernel.now().trusted,
+            "the kernel's NTP status alone is enough"
+        );
     }
 
     #[tokio::test(start_paused = true)]

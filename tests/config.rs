@@ -477,6 +477,20 @@ fn broken_configs_give_exact_lines() {
         cases.len(),
         failures.join("\n")
     );
+    // The same through the binary: exit 2 and exactly these lines on stderr.
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in &cases {
+        std::fs::write(dir.path().join("demo.toml"), text).unwrap();
+        let out = std::process::Command::new(crate::support::agent::binary())
+            .current_dir(dir.path())
+            .args(["check-config", "--config", "demo.toml"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}\n{stderr}");
+        assert!(out.stdout.is_empty(), "nothing on stdout for a broken file");
+        assert_eq!(stderr.lines().collect::<Vec<_>>(), *expected, "{text}");
+    }
 }
 
 #[test]
