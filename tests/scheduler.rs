@@ -519,6 +519,21 @@ fn a_one_shot_that_fails_is_failed_and_a_finished_one_stays_finished() {
         sim.starts_of("xmas").is_empty(),
         "a completed one-shot does not run again after a restart"
     );
+
+    // Moved to a new time, it is a new one-shot.
+    let later = utc(2026, 12, 31, 15, 0, 0);
+    let mut sim = Sim::remembering(
+        &[job("xmas", Some(Trigger::At(later)))],
+        "UTC",
+        utc(2026, 12, 26, 0, 0, 0),
+        true,
+        &memory,
+        4,
+    );
+    sim.run_for(Duration::from_secs(7 * DAY));
+    let walls: Vec<_> = sim.starts_of("xmas").iter().map(|s| s.wall).collect();
+    assert_eq!(walls, vec![later]);
+    assert_eq!(sim.plan.state("xmas"), Some(Lifecycle::Completed));
 }
 
 #[test]

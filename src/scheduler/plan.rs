@@ -177,10 +177,9 @@ impl Plan {
 
     fn insert(&mut self, cfg: JobConfig, memory: Remembered, now: Now) {
         let life = match memory.state {
-            // A finished one-shot stays finished; a changed trigger starts it afresh.
-            Some(state @ (Lifecycle::Completed | Lifecycle::Failed))
-                if matches!(cfg.trigger, Some(Trigger::At(_))) || cfg.end.is_some() =>
-            {
+            // A one-shot that fired at its time stays finished; moved to another time
+            // it is a new one-shot. A job past its `end` is found finished again below.
+            Some(state @ (Lifecycle::Completed | Lifecycle::Failed)) if matches!(cfg.trigger, Some(Trigger::At(at)) if memory.last_nominal == Some(at)) => {
                 state
             }
             Some(Lifecycle::Paused) => Lifecycle::Paused,
