@@ -4,7 +4,11 @@
 //! built-in heartbeat recorded in a real `buffer.db`, as in production.
 //!
 //! Lateness is the run's start (wall clock, when its task began) minus its nominal due
-//! time, read back from `job_runs`. Run: `cargo bench --bench lateness [-- SECONDS]`.
+//! time, read back from `job_runs`, in whole milliseconds.
+//!
+//! Run: `cargo bench --bench lateness [-- SECONDS [MAX_RUNNING]]` (defaults 120, 1000).
+//! With a `max_running` below the largest burst of simultaneous fires, the tail of a
+//! burst waits for free slots, and that wait is lateness too.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,9 +20,9 @@ use tidegate::scheduler;
 use tidegate::store::{self, StoreHandle};
 use tokio_util::sync::CancellationToken;
 
-fn config_text(state_dir: &std::path::Path) -> String {
+fn config_text(state_dir: &std::path::Path, max_running: usize) -> String {
     let mut text = format!(
-        "[agent]\nid = \"bench\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\nclock = \"trusted\"\nmax_running = 64\n",
+        "[agent]\nid = \"bench\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\nclock = \"trusted\"\nmax_running = {max_running}\n",
         state_dir.display()
     );
     for i in 0..500 {
@@ -44,12 +48,11 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 fn main() {
-    let seconds: u64 = std::env::args()
-        .filter_map(|a| a.parse().ok())
-        .next()
-        .unwrap_or(120);
+    let numbers: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let seconds = numbers.first().copied().unwrap_or(120);
+    let max_running = numbers.get(1).copied().unwrap_or(1000) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = tidegate::config::parse_str(&config_text(dir.path()), "bench.toml")
+    let config = tidegate::config::parse_str(&config_text(dir.path(), max_running), "bench.toml")
         .expect("bench config is valid");
     assert_eq!(config.jobs.len(), 1004, "1000 jobs and the four built-ins");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,24 +63,34 @@ fn main() {
         let store = StoreHandle::spawn(store::open(dir.path()).expect("store"));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(ClockMode::Trusted));
         let shutdown = CancellationToken::new();
-        let (_handle, task) = scheduler::spawn(Arc::new(config), clock, store.clone(), shutdown.clone())
-            .await
-            .expect("scheduler");
-        eprintln!("running 1,000 jobs for {seconds} s ...");
+        let (_handle, task) =
+            scheduler::spawn(Arc::new(config), clock, store.clone(), shutdown.clone())
+                .await
+                .expect("scheduler");
+        println!("1,000 jobs, max_running = {max_running}, for {seconds} s");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         shutdown.cancel();
         task.await.expect("scheduler task");
-        let mut late: Vec<i64> = store
+        let runs: Vec<(i64, String, i64)> = store
             .call(|c| {
                 let mut stmt = c.prepare(
-                    "SELECT started_ms - nominal_ms FROM job_runs
-                     WHERE nominal_ms IS NOT NULL AND job NOT IN ('heartbeat', 'sample', 'upload', 'cleanup')",
+                    "SELECT started_ms - nominal_ms, job, nominal_ms FROM job_runs
+                     WHERE nominal_ms IS NOT NULL
+                       AND job NOT IN ('heartbeat', 'sample', 'upload', 'cleanup')
+                     ORDER BY 1 DESC",
                 )?;
-                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })
             .await
             .expect("read runs");
+        for (late, job, nominal) in runs.iter().take(5) {
+            let due = tidegate::time::from_millis(*nominal).map(tidegate::time::format_utc);
+            println!("late {late} ms: {job} due {}", due.unwrap_or_default());
+        }
+        let mut late: Vec<i64> = runs.iter().map(|r| r.0).collect();
         late.sort_unstable();
         let n = late.len();
         println!("fires measured: {n} (history keeps the last 50 per job)");

@@ -44,7 +44,10 @@ impl Now {
     /// The wall time of a monotonic instant given in milliseconds (negative: before
     /// the origin).
     pub fn wall_at_ms(&self, mono_ms: i64) -> DateTime<Utc> {
-        self.wall + chrono::Duration::milliseconds(mono_ms - signed_millis(self.mono))
+        // Whole milliseconds on both sides, so a grid point maps to the exact wall
+        // instant it was aligned to.
+        let offset = self.wall.timestamp_millis() - signed_millis(self.mono);
+        DateTime::from_timestamp_millis(offset.saturating_add(mono_ms)).unwrap_or(self.wall)
     }
 
     /// The monotonic instant that corresponds to a wall time, saturating at the origin.

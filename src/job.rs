@@ -10,6 +10,7 @@ pub mod command;
 pub mod retry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -175,6 +176,8 @@ fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
 
 /// Runs `job` and records the run in the store: a row at the start (so a crash leaves
 /// an open run that the next start-up closes as aborted) and its outcome at the end.
+/// Both writes are queued to the writer thread without waiting, in order, so a run
+/// never waits for the database to start.
 pub async fn run_recorded(
     job: &JobConfig,
     ctx: &JobContext,
@@ -183,13 +186,17 @@ pub async fn run_recorded(
     nominal: Option<DateTime<Utc>>,
     cancel: &CancellationToken,
 ) -> RunReport {
-    let name = job.name.clone();
     let started = ctx.clock.now().wall;
-    let run_id = store
-        .call(move |c| jobs::start_run(c, &name, origin, started, nominal))
-        .await
-        .map_err(|e| tracing::error!(job = %job.name, error = %e, "cannot record run start"))
-        .ok();
+    // The row id, once the writer has inserted the start (0 until then, or if it failed).
+    let run_id = Arc::new(AtomicI64::new(0));
+    let (name, id) = (job.name.clone(), Arc::clone(&run_id));
+    store.submit("cannot record run start", move |c| {
+        id.store(
+            jobs::start_run(c, &name, origin, started, nominal)?,
+            Ordering::Release,
+        );
+        Ok(())
+    });
     tracing::debug!(job = %job.name, ?origin, "run started");
     let report = run(job, ctx, cancel).await;
     match &report.error {
@@ -200,22 +207,18 @@ pub async fn run_recorded(
             tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed")
         }
     }
-    if let Some(run_id) = run_id {
-        let (name, outcome, error, attempts) = (
-            job.name.clone(),
-            report.outcome,
-            report.error.clone(),
-            report.attempts,
-        );
-        let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
-        if let Err(e) = store
-            .call(move |c| {
-                jobs::finish_run(c, &name, run_id, outcome, error.as_deref(), ms, attempts)
-            })
-            .await
-        {
-            tracing::error!(job = %job.name, error = %e, "cannot record run outcome");
+    let (name, outcome, error, attempts) = (
+        job.name.clone(),
+        report.outcome,
+        report.error.clone(),
+        report.attempts,
+    );
+    let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+    store.submit("cannot record run outcome", move |c| {
+        match run_id.load(Ordering::Acquire) {
+            0 => Ok(()),
+            id => jobs::finish_run(c, &name, id, outcome, error.as_deref(), ms, attempts),
         }
-    }
+    });
     report
 }

@@ -178,8 +178,17 @@ impl Shell {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some((job, outcome)) = self.done.1.recv() => {
-                    let actions = self.plan.finished(&job, outcome, self.ctx.clock.now());
+                Some(first) = self.done.1.recv() => {
+                    // Take every run that has ended, then plan once for all of them.
+                    let mut ended = vec![first];
+                    while let Ok(next) = self.done.1.try_recv() {
+                        ended.push(next);
+                    }
+                    let now = self.ctx.clock.now();
+                    let mut actions = Vec::new();
+                    for (job, outcome) in ended {
+                        actions.extend(self.plan.finished(&job, outcome, now));
+                    }
                     self.carry_out(actions).await;
                 }
                 Some(command) = commands.recv() => self.command(command).await,
@@ -217,13 +226,12 @@ impl Shell {
                     .iter()
                     .map(|j| (j.name.clone(), j.kind.name()))
                     .collect();
-                self.record(move |c| {
+                self.store.submit("cannot record the new jobs", move |c| {
                     for (name, kind) in &names {
                         job_store::ensure(c, name, kind)?;
                     }
                     Ok(())
-                })
-                .await;
+                });
                 self.plan.reconfigure(
                     &config.jobs,
                     config.agent.timezone,
@@ -239,7 +247,11 @@ impl Shell {
         }
     }
 
+    /// Starts runs and logs what the plan decided; the bookkeeping of one batch of
+    /// actions goes to the store as one transaction, queued without waiting, so a
+    /// thousand jobs cost the loop no round trips to the writer thread.
     async fn carry_out(&mut self, actions: Vec<Action>) {
+        let mut bookkeeping = Vec::new();
         for action in actions {
             match action {
                 Action::Start {
@@ -247,43 +259,20 @@ impl Shell {
                     origin,
                     nominal,
                     late,
-                } => {
-                    let Some(cfg) = self.ctx.config.job(&job).cloned() else {
-                        continue;
-                    };
-                    if late > Duration::from_secs(1) {
-                        tracing::debug!(job = %job, late = ?late, "starting late");
-                    }
-                    let (ctx, store, cancel, done) = (
-                        self.ctx.clone(),
-                        self.store.clone(),
-                        self.cancel_runs.clone(),
-                        self.done.0.clone(),
-                    );
-                    self.tracker.spawn(async move {
-                        let report =
-                            job::run_recorded(&cfg, &ctx, &store, origin, nominal, &cancel).await;
-                        let _ = done.send((cfg.name, report.outcome));
-                    });
-                }
-                Action::Missed { job, count } => {
+                } => self.start(&job, origin, nominal, late),
+                Action::Missed { ref job, count } => {
                     tracing::warn!(job = %job, count, "fires missed");
-                    self.record(move |c| job_store::add_missed(c, &job, count))
-                        .await;
+                    bookkeeping.push(action);
                 }
-                Action::Skipped { job } => {
+                Action::Skipped { ref job } => {
                     tracing::warn!(job = %job, "fire skipped: the previous run is still running");
-                    self.record(move |c| job_store::add_skipped(c, &job)).await;
+                    bookkeeping.push(action);
                 }
-                Action::NextDue { job, at } => {
-                    self.record(move |c| job_store::set_next_due(c, &job, at))
-                        .await;
-                }
-                Action::State { job, state } => {
+                Action::State { ref job, state } => {
                     tracing::info!(job = %job, state = state.as_str(), "job state");
-                    self.record(move |c| job_store::set_state(c, &job, state))
-                        .await;
+                    bookkeeping.push(action);
                 }
+                Action::NextDue { .. } => bookkeeping.push(action),
                 Action::ClockStep { delta_ms } => {
                     tracing::warn!(
                         delta_ms,
@@ -295,17 +284,48 @@ impl Shell {
                 }
             }
         }
+        if !bookkeeping.is_empty() {
+            self.store.submit("cannot record job state", move |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                for action in &bookkeeping {
+                    match action {
+                        Action::Missed { job, count } => job_store::add_missed(&tx, job, *count)?,
+                        Action::Skipped { job } => job_store::add_skipped(&tx, job)?,
+                        Action::State { job, state } => job_store::set_state(&tx, job, *state)?,
+                        Action::NextDue { job, at } => job_store::set_next_due(&tx, job, *at)?,
+                        _ => {}
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            });
+        }
     }
 
-    async fn record<F>(&self, f: F)
-    where
-        F: FnOnce(&mut rusqlite::Connection) -> Result<(), crate::store::StoreError>
-            + Send
-            + 'static,
-    {
-        if let Err(e) = self.store.call(f).await {
-            tracing::error!(error = %e, "cannot record job state");
+    fn start(
+        &self,
+        job: &str,
+        origin: job_store::Origin,
+        nominal: Option<chrono::DateTime<chrono::Utc>>,
+        late: Duration,
+    ) {
+        let Some(cfg) = self.ctx.config.job(job).cloned() else {
+            return;
+        };
+        if late > Duration::from_secs(1) {
+            tracing::debug!(job = %job, late = ?late, "starting late");
         }
+        let (ctx, store, cancel, done) = (
+            self.ctx.clone(),
+            self.store.clone(),
+            self.cancel_runs.clone(),
+            self.done.0.clone(),
+        );
+        self.tracker.spawn(async move {
+            let report = job::run_recorded(&cfg, &ctx, &store, origin, nominal, &cancel).await;
+            let _ = done.send((cfg.name, report.outcome));
+        });
     }
 
     /// Stops firing, gives running jobs their grace, then cancels what is left.

@@ -143,6 +143,24 @@ impl StoreHandle {
         result.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Queues `f` on the writer thread without waiting for it; a failure is logged
+    /// there with `what`. Calls run in the order they were queued.
+    pub fn submit<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let progress = Arc::clone(&self.progress);
+        let call: Call = Box::new(move |conn| {
+            if let Err(error) = f(conn) {
+                tracing::error!(%error, "{what}");
+            }
+            progress.fetch_add(1, Ordering::Relaxed);
+        });
+        if self.tx.send(call).is_err() {
+            tracing::error!("{what}: the database writer has stopped");
+        }
+    }
+
     /// How many calls the writer has finished: the watchdog's proof of progress.
     pub fn progress(&self) -> u64 {
         self.progress.load(Ordering::Relaxed)

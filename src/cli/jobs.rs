@@ -185,5 +185,8 @@ async fn run_with_store(config: Arc<Config>, job: JobConfig) -> Result<job::RunR
             interrupt.cancel();
         }
     });
-    Ok(job::run_recorded(&job, &ctx, &store, Origin::Manual, None, &cancel).await)
+    let report = job::run_recorded(&job, &ctx, &store, Origin::Manual, None, &cancel).await;
+    // The run's record is queued on the writer; wait until it is written.
+    store.call(|_| Ok(())).await.map_err(other)?;
+    Ok(report)
 }

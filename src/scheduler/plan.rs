@@ -133,14 +133,12 @@ impl Entry {
 /// The scheduler's state for every job.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    zone: Tz,
+    shared: Shared,
     max_running: usize,
     jobs: BTreeMap<String, Entry>,
     running: usize,
     trusted: bool,
     offset: Option<i64>,
-    order: u64,
-    rng: fastrand::Rng,
 }
 
 impl Plan {
@@ -153,14 +151,16 @@ impl Plan {
         now: Now,
     ) -> Plan {
         let mut plan = Plan {
-            zone,
+            shared: Shared {
+                zone,
+                rng: fastrand::Rng::new(),
+                order: 0,
+            },
             max_running: max_running.max(1),
             jobs: BTreeMap::new(),
             running: 0,
             trusted: now.trusted,
             offset: Some(offset_of(now)),
-            order: 0,
-            rng: fastrand::Rng::new(),
         };
         for cfg in jobs {
             let memory = remembered.get(&cfg.name).cloned().unwrap_or_default();
@@ -171,7 +171,7 @@ impl Plan {
 
     /// A fixed random seed, so tests can predict jitter.
     pub fn with_seed(mut self, seed: u64) -> Plan {
-        self.rng = fastrand::Rng::with_seed(seed);
+        self.shared.rng = fastrand::Rng::with_seed(seed);
         self
     }
 
@@ -199,73 +199,8 @@ impl Plan {
             reported_due: None,
             reported_life: memory.state,
         };
-        self.schedule(&mut entry, now, true);
+        self.shared.schedule(&mut entry, now, true);
         self.jobs.insert(entry.cfg.name.clone(), entry);
-    }
-
-    /// Computes an entry's next fire from scratch as of `now`. With `catch_up`, fires
-    /// missed since the remembered last one are turned into at most one pending fire.
-    fn schedule(&mut self, entry: &mut Entry, now: Now, catch_up: bool) {
-        entry.next = Next::Idle;
-        if !entry.schedulable() || (entry.cfg.needs_trusted_clock() && !now.trusted) {
-            return;
-        }
-        let now_ms = ms(now.mono);
-        if let Some(period) = entry.period() {
-            let anchor = grid_start(period, now, entry.last_fire);
-            entry.next = Next::Grid {
-                anchor,
-                period,
-                k: 0,
-            };
-            if catch_up
-                && now.trusted
-                && entry.last_fire.is_none()
-                && let Some(last) = entry.last_nominal
-            {
-                let since = (now.wall - last).num_milliseconds();
-                let missed = since.div_euclid(period);
-                if missed >= 1 && since >= 0 {
-                    let latest = last + chrono::Duration::milliseconds(missed * period);
-                    let late = (now.wall - latest).num_milliseconds();
-                    let passed = u64::try_from(missed).unwrap_or(u64::MAX);
-                    self.fire(entry, passed, now_ms - late, Some(latest), now);
-                }
-            }
-        } else if let Some(calendar) = entry.calendar.clone() {
-            let from = match entry.cfg.start {
-                Some(start) if start > now.wall => start - chrono::Duration::milliseconds(1),
-                _ => now.wall,
-            };
-            if catch_up && let Some(last) = entry.last_nominal {
-                if let Some(latest) = calendar
-                    .prev_at_or_before(now.wall, self.zone)
-                    .filter(|t| *t > last)
-                {
-                    let count = calendar.count_between(last, now.wall, self.zone);
-                    let late = (now.wall - latest).num_milliseconds();
-                    if !past_end(&entry.cfg, latest) {
-                        self.fire(entry, count.max(1), now_ms - late, Some(latest), now);
-                    }
-                }
-            } else if catch_up && calendar.is_one_shot() {
-                // A one-shot whose time passed before it ever ran is due now (or missed).
-                if let Some(latest) = calendar.prev_at_or_before(now.wall, self.zone) {
-                    let late = (now.wall - latest).num_milliseconds();
-                    self.fire(entry, 1, now_ms - late, Some(latest), now);
-                    return;
-                }
-            }
-            match calendar.next_after(from, self.zone) {
-                Some(t) if !past_end(&entry.cfg, t) => entry.next = Next::Wall(t),
-                _ if calendar.is_one_shot() => {}
-                _ => {
-                    if entry.pending.is_none() && !entry.running {
-                        entry.life = Lifecycle::Completed;
-                    }
-                }
-            }
-        }
     }
 
     /// Everything due at `now`, in the order it must be done.
@@ -286,13 +221,10 @@ impl Plan {
             out.push(Action::ClockTrusted);
         }
 
-        let names: Vec<String> = self.jobs.keys().cloned().collect();
-        for name in &names {
-            let Some(mut entry) = self.jobs.remove(name) else {
-                continue;
-            };
+        let shared = &mut self.shared;
+        for entry in self.jobs.values_mut() {
             if became_trusted {
-                self.schedule(&mut entry, now, true);
+                shared.schedule(entry, now, true);
             } else if stepped && now.trusted {
                 match entry.next {
                     Next::Grid { period, .. } => {
@@ -305,140 +237,16 @@ impl Plan {
                     }
                     // Backwards: the earlier fires happened at wrong wall times; plan
                     // from the corrected clock rather than stall until the old time.
-                    Next::Wall(_) if delta < 0 => self.schedule(&mut entry, now, false),
+                    Next::Wall(_) if delta < 0 => shared.schedule(entry, now, false),
                     _ => {}
                 }
             }
-            self.fire_due(&mut entry, now, now_ms);
-            self.jobs.insert(name.clone(), entry);
+            shared.fire_due(entry, now, now_ms);
         }
 
         self.start_pending(now, &mut out);
         self.report(now, &mut out);
         out
-    }
-
-    /// Turns a passed nominal fire into a pending run (or a skip).
-    fn fire_due(&mut self, entry: &mut Entry, now: Now, now_ms: Ms) {
-        if !entry.schedulable() {
-            return;
-        }
-        match entry.next.clone() {
-            Next::Grid { anchor, period, k } => {
-                let due = anchor + k * period;
-                if due > now_ms {
-                    return;
-                }
-                let passed = (now_ms - due) / period + 1;
-                let latest = due + (passed - 1) * period;
-                entry.next = Next::Grid {
-                    anchor,
-                    period,
-                    k: k + passed,
-                };
-                let nominal_wall = now.trusted.then(|| now.wall_at_ms(latest));
-                if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall)
-                    && wall > end
-                {
-                    entry.next = Next::Idle;
-                    if !entry.running && entry.pending.is_none() {
-                        entry.life = Lifecycle::Completed;
-                    }
-                    return;
-                }
-                if let (Some(start), Some(wall)) = (entry.cfg.start, nominal_wall)
-                    && wall < start
-                {
-                    return;
-                }
-                self.fire(
-                    entry,
-                    u64::try_from(passed).unwrap_or(u64::MAX),
-                    latest,
-                    nominal_wall,
-                    now,
-                );
-            }
-            Next::Wall(t) => {
-                if !now.trusted || t > now.wall {
-                    return;
-                }
-                let Some(calendar) = entry.calendar.clone() else {
-                    return;
-                };
-                let latest = calendar
-                    .prev_at_or_before(now.wall, self.zone)
-                    .unwrap_or(t)
-                    .max(t);
-                let count = 1 + calendar.count_between(t, latest, self.zone);
-                let late = (now.wall - latest).num_milliseconds();
-                self.fire(entry, count, now_ms - late, Some(latest), now);
-                entry.next = match calendar.next_after(now.wall, self.zone) {
-                    Some(next) if !past_end(&entry.cfg, next) => Next::Wall(next),
-                    _ => Next::Idle,
-                };
-            }
-            Next::Idle => {}
-        }
-    }
-
-    /// `passed` fires are due, the latest at monotonic `latest`. Applies coalesce,
-    /// grace and overlap, leaving at most one pending fire.
-    fn fire(
-        &mut self,
-        entry: &mut Entry,
-        passed: u64,
-        latest: Ms,
-        nominal_wall: Option<DateTime<Utc>>,
-        now: Now,
-    ) {
-        let now_ms = ms(now.mono);
-        let late = now_ms - latest;
-        let grace = entry.cfg.misfire_grace.map(ms);
-        let runs = if entry.cfg.coalesce {
-            1
-        } else {
-            // Fires at latest, latest − period, … that are still within the grace.
-            let within = match (grace, entry.period()) {
-                (Some(g), Some(p)) if g >= late => u64::try_from((g - late) / p + 1).unwrap_or(1),
-                (Some(_), Some(_)) => 0,
-                _ => MAX_CATCH_UP,
-            };
-            passed.min(within).min(MAX_CATCH_UP)
-        };
-        let mut missed = passed.saturating_sub(runs);
-        entry.last_nominal = nominal_wall.or(entry.last_nominal);
-        if grace.is_some_and(|g| late > g) {
-            missed += runs;
-            self.note_missed(entry, missed);
-            return;
-        }
-        self.note_missed(entry, missed);
-        if entry.running || entry.pending.is_some() {
-            let queue_free = entry.cfg.overlap == Overlap::Queue && entry.pending.is_none();
-            if !queue_free {
-                entry.pending_skips += 1;
-                return;
-            }
-        }
-        let jitter = ms(entry.cfg.jitter);
-        let offset = if jitter > 0 {
-            self.rng.i64(0..=jitter)
-        } else {
-            0
-        };
-        self.order += 1;
-        entry.pending = Some(Pending {
-            origin: Origin::Schedule,
-            nominal_wall,
-            start_at: latest + offset,
-            runs,
-            order: self.order,
-        });
-    }
-
-    fn note_missed(&mut self, entry: &mut Entry, count: u64) {
-        entry.pending_missed += count;
     }
 
     /// Starts pending fires, oldest first, while slots are free.
@@ -563,13 +371,13 @@ impl Plan {
         if entry.pending.is_some() {
             return Err(format!("job {job:?} already has a run waiting"));
         }
-        self.order += 1;
+        self.shared.order += 1;
         entry.pending = Some(Pending {
             origin: Origin::Manual,
             nominal_wall: None,
             start_at: ms(now.mono),
             runs: 1,
-            order: self.order,
+            order: self.shared.order,
         });
         Ok(())
     }
@@ -604,7 +412,7 @@ impl Plan {
             return Err(format!("job {job:?} is {}, not paused", state.as_str()));
         }
         entry.life = Lifecycle::Active;
-        self.schedule(&mut entry, now, false);
+        self.shared.schedule(&mut entry, now, false);
         self.jobs.insert(job.to_string(), entry);
         let mut out = Vec::new();
         self.report(now, &mut out);
@@ -614,8 +422,8 @@ impl Plan {
     /// Takes a new set of jobs: an unchanged job keeps its grid, its running run and
     /// its waiting fire; a changed or new one is planned afresh.
     pub fn reconfigure(&mut self, jobs: &[JobConfig], zone: Tz, max_running: usize, now: Now) {
-        let zone_changed = zone != self.zone;
-        self.zone = zone;
+        let zone_changed = zone != self.shared.zone;
+        self.shared.zone = zone;
         self.max_running = max_running.max(1);
         let mut old = std::mem::take(&mut self.jobs);
         for cfg in jobs {
@@ -671,6 +479,205 @@ impl Plan {
 
     pub fn state(&self, job: &str) -> Option<Lifecycle> {
         self.jobs.get(job).map(|e| e.life)
+    }
+}
+
+/// What planning a fire needs besides the job itself: the zone, the jitter draw and
+/// the order in which fires became pending.
+#[derive(Debug, Clone)]
+struct Shared {
+    zone: Tz,
+    rng: fastrand::Rng,
+    order: u64,
+}
+
+impl Shared {
+    /// Computes an entry's next fire from scratch as of `now`. With `catch_up`, fires
+    /// missed since the remembered last one are turned into at most one pending fire.
+    fn schedule(&mut self, entry: &mut Entry, now: Now, catch_up: bool) {
+        entry.next = Next::Idle;
+        if !entry.schedulable() || (entry.cfg.needs_trusted_clock() && !now.trusted) {
+            return;
+        }
+        let now_ms = ms(now.mono);
+        if let Some(period) = entry.period() {
+            let anchor = grid_start(period, now, entry.last_fire);
+            entry.next = Next::Grid {
+                anchor,
+                period,
+                k: 0,
+            };
+            if catch_up
+                && now.trusted
+                && entry.last_fire.is_none()
+                && let Some(last) = entry.last_nominal
+            {
+                let since = (now.wall - last).num_milliseconds();
+                let missed = since.div_euclid(period);
+                if missed >= 1 && since >= 0 {
+                    let latest = last + chrono::Duration::milliseconds(missed * period);
+                    let late = (now.wall - latest).num_milliseconds();
+                    let passed = u64::try_from(missed).unwrap_or(u64::MAX);
+                    self.fire(entry, passed, now_ms - late, Some(latest), now);
+                }
+            }
+        } else if let Some(calendar) = entry.calendar.clone() {
+            let from = match entry.cfg.start {
+                Some(start) if start > now.wall => start - chrono::Duration::milliseconds(1),
+                _ => now.wall,
+            };
+            if catch_up && let Some(last) = entry.last_nominal {
+                if let Some(latest) = calendar
+                    .prev_at_or_before(now.wall, self.zone)
+                    .filter(|t| *t > last)
+                {
+                    let count = calendar.count_between(last, now.wall, self.zone);
+                    let late = (now.wall - latest).num_milliseconds();
+                    if !past_end(&entry.cfg, latest) {
+                        self.fire(entry, count.max(1), now_ms - late, Some(latest), now);
+                    }
+                }
+            } else if catch_up && calendar.is_one_shot() {
+                // A one-shot whose time passed before it ever ran is due now (or missed).
+                if let Some(latest) = calendar.prev_at_or_before(now.wall, self.zone) {
+                    let late = (now.wall - latest).num_milliseconds();
+                    self.fire(entry, 1, now_ms - late, Some(latest), now);
+                    return;
+                }
+            }
+            match calendar.next_after(from, self.zone) {
+                Some(t) if !past_end(&entry.cfg, t) => entry.next = Next::Wall(t),
+                _ if calendar.is_one_shot() => {}
+                _ => {
+                    if entry.pending.is_none() && !entry.running {
+                        entry.life = Lifecycle::Completed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns a passed nominal fire into a pending run (or a skip).
+    fn fire_due(&mut self, entry: &mut Entry, now: Now, now_ms: Ms) {
+        if !entry.schedulable() {
+            return;
+        }
+        match entry.next.clone() {
+            Next::Grid { anchor, period, k } => {
+                let due = anchor + k * period;
+                if due > now_ms {
+                    return;
+                }
+                let passed = (now_ms - due) / period + 1;
+                let latest = due + (passed - 1) * period;
+                entry.next = Next::Grid {
+                    anchor,
+                    period,
+                    k: k + passed,
+                };
+                let nominal_wall = now.trusted.then(|| now.wall_at_ms(latest));
+                if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall)
+                    && wall > end
+                {
+                    entry.next = Next::Idle;
+                    if !entry.running && entry.pending.is_none() {
+                        entry.life = Lifecycle::Completed;
+                    }
+                    return;
+                }
+                if let (Some(start), Some(wall)) = (entry.cfg.start, nominal_wall)
+                    && wall < start
+                {
+                    return;
+                }
+                self.fire(
+                    entry,
+                    u64::try_from(passed).unwrap_or(u64::MAX),
+                    latest,
+                    nominal_wall,
+                    now,
+                );
+            }
+            Next::Wall(t) => {
+                if !now.trusted || t > now.wall {
+                    return;
+                }
+                let Some(calendar) = entry.calendar.clone() else {
+                    return;
+                };
+                let latest = calendar
+                    .prev_at_or_before(now.wall, self.zone)
+                    .unwrap_or(t)
+                    .max(t);
+                let count = 1 + calendar.count_between(t, latest, self.zone);
+                let late = (now.wall - latest).num_milliseconds();
+                self.fire(entry, count, now_ms - late, Some(latest), now);
+                entry.next = match calendar.next_after(now.wall, self.zone) {
+                    Some(next) if !past_end(&entry.cfg, next) => Next::Wall(next),
+                    _ => Next::Idle,
+                };
+            }
+            Next::Idle => {}
+        }
+    }
+
+    /// `passed` fires are due, the latest at monotonic `latest`. Applies coalesce,
+    /// grace and overlap, leaving at most one pending fire.
+    fn fire(
+        &mut self,
+        entry: &mut Entry,
+        passed: u64,
+        latest: Ms,
+        nominal_wall: Option<DateTime<Utc>>,
+        now: Now,
+    ) {
+        let now_ms = ms(now.mono);
+        let late = now_ms - latest;
+        let grace = entry.cfg.misfire_grace.map(ms);
+        let runs = if entry.cfg.coalesce {
+            1
+        } else {
+            // Fires at latest, latest − period, … that are still within the grace.
+            let within = match (grace, entry.period()) {
+                (Some(g), Some(p)) if g >= late => u64::try_from((g - late) / p + 1).unwrap_or(1),
+                (Some(_), Some(_)) => 0,
+                _ => MAX_CATCH_UP,
+            };
+            passed.min(within).min(MAX_CATCH_UP)
+        };
+        let mut missed = passed.saturating_sub(runs);
+        entry.last_nominal = nominal_wall.or(entry.last_nominal);
+        if grace.is_some_and(|g| late > g) {
+            missed += runs;
+            Self::note_missed(entry, missed);
+            return;
+        }
+        Self::note_missed(entry, missed);
+        if entry.running || entry.pending.is_some() {
+            let queue_free = entry.cfg.overlap == Overlap::Queue && entry.pending.is_none();
+            if !queue_free {
+                entry.pending_skips += 1;
+                return;
+            }
+        }
+        let jitter = ms(entry.cfg.jitter);
+        let offset = if jitter > 0 {
+            self.rng.i64(0..=jitter)
+        } else {
+            0
+        };
+        self.order += 1;
+        entry.pending = Some(Pending {
+            origin: Origin::Schedule,
+            nominal_wall,
+            start_at: latest + offset,
+            runs,
+            order: self.order,
+        });
+    }
+
+    fn note_missed(entry: &mut Entry, count: u64) {
+        entry.pending_missed += count;
     }
 }
 

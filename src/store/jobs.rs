@@ -115,11 +115,11 @@ pub struct RunRecord {
 
 /// Makes sure a row exists for the job.
 pub fn ensure(conn: &Connection, name: &str, kind: &str) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO job_state (name, kind) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET kind = excluded.kind",
-        params![name, kind],
-    )?;
+    )?
+    .execute(params![name, kind])?;
     Ok(())
 }
 
@@ -135,27 +135,28 @@ pub fn start_run(
         Origin::Schedule => "schedule",
         Origin::Manual => "manual",
     };
-    conn.execute(
-        "INSERT INTO job_runs (job, origin, pid, nominal_ms, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            name,
-            origin,
-            std::process::id(),
-            nominal.map(|t| t.timestamp_millis()),
-            started.timestamp_millis()
-        ],
-    )?;
+    conn.prepare_cached(
+        "INSERT INTO job_runs (job, origin, pid, nominal_ms, started_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        name,
+        origin,
+        std::process::id(),
+        nominal.map(|t| t.timestamp_millis()),
+        started.timestamp_millis()
+    ])?;
     let id = conn.last_insert_rowid();
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE job_state SET last_start_ms = ?2,
                 last_nominal_ms = coalesce(?3, last_nominal_ms)
          WHERE name = ?1",
-        params![
-            name,
-            started.timestamp_millis(),
-            nominal.map(|t| t.timestamp_millis())
-        ],
-    )?;
+    )?
+    .execute(params![
+        name,
+        started.timestamp_millis(),
+        nominal.map(|t| t.timestamp_millis())
+    ])?;
     Ok(id)
 }
 
@@ -171,23 +172,24 @@ pub fn finish_run(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let duration = i64::try_from(duration_ms).unwrap_or(i64::MAX);
-    tx.execute(
-        "UPDATE job_runs SET outcome = ?2, error = ?3, duration_ms = ?4, attempts = ?5 WHERE id = ?1",
-        params![run_id, outcome.as_str(), error, duration, attempts],
-    )?;
+    tx.prepare_cached(
+        "UPDATE job_runs SET outcome = ?2, error = ?3, duration_ms = ?4, attempts = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![run_id, outcome.as_str(), error, duration, attempts])?;
     let ok = i64::from(outcome.is_success());
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE job_state SET runs = runs + 1, successes = successes + ?2,
                 failures = failures + (1 - ?2), last_outcome = ?3, last_error = ?4,
                 last_duration_ms = ?5
          WHERE name = ?1",
-        params![name, ok, outcome.as_str(), error, duration],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![name, ok, outcome.as_str(), error, duration])?;
+    tx.prepare_cached(
         "DELETE FROM job_runs WHERE job = ?1 AND id <= (
              SELECT id FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        params![name, HISTORY],
-    )?;
+    )?
+    .execute(params![name, HISTORY])?;
     tx.commit()?;
     Ok(())
 }
@@ -195,27 +197,21 @@ pub fn finish_run(
 /// Adds to the missed count (fires later than their grace, or lost to downtime).
 pub fn add_missed(conn: &Connection, name: &str, count: u64) -> Result<(), StoreError> {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
-    conn.execute(
-        "UPDATE job_state SET missed = missed + ?2 WHERE name = ?1",
-        params![name, count],
-    )?;
+    conn.prepare_cached("UPDATE job_state SET missed = missed + ?2 WHERE name = ?1")?
+        .execute(params![name, count])?;
     Ok(())
 }
 
 /// Adds one to the skipped count (a fire while the previous run still ran).
 pub fn add_skipped(conn: &Connection, name: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE job_state SET skipped = skipped + 1 WHERE name = ?1",
-        [name],
-    )?;
+    conn.prepare_cached("UPDATE job_state SET skipped = skipped + 1 WHERE name = ?1")?
+        .execute([name])?;
     Ok(())
 }
 
 pub fn set_state(conn: &Connection, name: &str, state: Lifecycle) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE job_state SET state = ?2 WHERE name = ?1",
-        params![name, state.as_str()],
-    )?;
+    conn.prepare_cached("UPDATE job_state SET state = ?2 WHERE name = ?1")?
+        .execute(params![name, state.as_str()])?;
     Ok(())
 }
 
@@ -224,10 +220,8 @@ pub fn set_next_due(
     name: &str,
     due: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE job_state SET next_due_ms = ?2 WHERE name = ?1",
-        params![name, due.map(|t| t.timestamp_millis())],
-    )?;
+    conn.prepare_cached("UPDATE job_state SET next_due_ms = ?2 WHERE name = ?1")?
+        .execute(params![name, due.map(|t| t.timestamp_millis())])?;
     Ok(())
 }
 
@@ -245,16 +239,17 @@ pub fn abort_orphaned_runs(conn: &mut Connection) -> Result<usize, StoreError> {
         if pid_alive(pid) && pid != i64::from(std::process::id()) {
             continue;
         }
-        tx.execute(
-            "UPDATE job_runs SET outcome = 'aborted', error = 'the process running it stopped' WHERE id = ?1",
-            [id],
-        )?;
-        tx.execute(
+        tx.prepare_cached(
+            "UPDATE job_runs SET outcome = 'aborted', error = 'the process running it stopped'
+             WHERE id = ?1",
+        )?
+        .execute([id])?;
+        tx.prepare_cached(
             "UPDATE job_state SET runs = runs + 1, failures = failures + 1,
                     last_outcome = 'aborted', last_error = 'the process running it stopped'
              WHERE name = ?1",
-            [&job],
-        )?;
+        )?
+        .execute([&job])?;
         closed += 1;
     }
     tx.commit()?;
@@ -389,7 +384,8 @@ mod tests {
         ensure(&conn, "probe", "command").unwrap();
         // A run recorded by a process id that cannot exist.
         conn.execute(
-            "INSERT INTO job_runs (job, origin, pid, started_ms) VALUES ('probe', 'schedule', 2147483600, 0)",
+            "INSERT INTO job_runs (job, origin, pid, started_ms)
+             VALUES ('probe', 'schedule', 2147483600, 0)",
             [],
         )
         .unwrap();
