@@ -184,10 +184,9 @@ impl Shell {
                     while let Ok(next) = self.done.1.try_recv() {
                         ended.push(next);
                     }
-                    let now = self.ctx.clock.now();
                     let mut actions = Vec::new();
                     for (job, outcome) in ended {
-                        actions.extend(self.plan.finished(&job, outcome, now));
+                        actions.extend(self.plan.finished(&job, outcome));
                     }
                     self.carry_out(actions).await;
                 }
@@ -205,7 +204,7 @@ impl Shell {
                 let _ = reply.send(self.plan.run_now(&job, now));
             }
             Command::Pause(job, reply) => {
-                let result = self.plan.pause(&job, now);
+                let result = self.plan.pause(&job);
                 let answer = result.as_ref().map(|_| ()).map_err(Clone::clone);
                 if let Ok(actions) = result {
                     self.carry_out(actions).await;

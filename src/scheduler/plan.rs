@@ -82,6 +82,9 @@ enum Next {
     Idle,
     Grid {
         anchor: Ms,
+        /// The wall time of the anchor (ms since the epoch), fixed when the grid is
+        /// laid, so due times and nominal times do not wobble with clock rounding.
+        anchor_wall: i64,
         period: Ms,
         k: i64,
     },
@@ -225,19 +228,27 @@ impl Plan {
         for entry in self.jobs.values_mut() {
             if became_trusted {
                 shared.schedule(entry, now, true);
-            } else if stepped && now.trusted {
+            } else if stepped {
                 match entry.next {
-                    Next::Grid { period, .. } => {
-                        let anchor = grid_start(period, now, entry.last_fire);
+                    Next::Grid { period, .. } if now.trusted => {
+                        entry.next =
+                            Next::grid(grid_start(period, now, entry.last_fire), period, now);
+                    }
+                    // Untrusted: the grid stays; only its wall-clock estimate moves.
+                    Next::Grid {
+                        anchor, period, k, ..
+                    } => {
+                        let anchor_wall = now.wall_at_ms(anchor).timestamp_millis();
                         entry.next = Next::Grid {
                             anchor,
+                            anchor_wall,
                             period,
-                            k: 0,
+                            k,
                         };
                     }
                     // Backwards: the earlier fires happened at wrong wall times; plan
                     // from the corrected clock rather than stall until the old time.
-                    Next::Wall(_) if delta < 0 => shared.schedule(entry, now, false),
+                    Next::Wall(_) if delta < 0 && now.trusted => shared.schedule(entry, now, false),
                     _ => {}
                 }
             }
@@ -245,7 +256,7 @@ impl Plan {
         }
 
         self.start_pending(now, &mut out);
-        self.report(now, &mut out);
+        self.report(&mut out);
         out
     }
 
@@ -311,34 +322,42 @@ impl Plan {
     }
 
     /// Reports lifecycle and next-due changes since the last report.
-    fn report(&mut self, now: Now, out: &mut Vec<Action>) {
+    fn report(&mut self, out: &mut Vec<Action>) {
         for (name, entry) in &mut self.jobs {
-            if entry.reported_life != Some(entry.life) {
-                entry.reported_life = Some(entry.life);
-                out.push(Action::State {
-                    job: name.clone(),
-                    state: entry.life,
-                });
-            }
-            let due = match entry.next {
-                Next::Grid { anchor, period, k } if entry.schedulable() => {
-                    Some(now.wall_at_ms(anchor + k * period))
-                }
-                Next::Wall(t) if entry.schedulable() => Some(t),
-                _ => None,
-            };
-            if entry.reported_due != Some(due) {
-                entry.reported_due = Some(due);
-                out.push(Action::NextDue {
-                    job: name.clone(),
-                    at: due,
-                });
-            }
+            Self::report_one(name, entry, out);
+        }
+    }
+
+    /// Reports one job's lifecycle and next-due changes since its last report.
+    fn report_one(name: &str, entry: &mut Entry, out: &mut Vec<Action>) {
+        if entry.reported_life != Some(entry.life) {
+            entry.reported_life = Some(entry.life);
+            out.push(Action::State {
+                job: name.to_string(),
+                state: entry.life,
+            });
+        }
+        let due = match entry.next {
+            Next::Grid {
+                anchor_wall,
+                period,
+                k,
+                ..
+            } if entry.schedulable() => Some(wall_ms(anchor_wall + k * period)),
+            Next::Wall(t) if entry.schedulable() => Some(t),
+            _ => None,
+        };
+        if entry.reported_due != Some(due) {
+            entry.reported_due = Some(due);
+            out.push(Action::NextDue {
+                job: name.to_string(),
+                at: due,
+            });
         }
     }
 
     /// A run of `job` ended. One-shots complete or fail here.
-    pub fn finished(&mut self, job: &str, outcome: Outcome, now: Now) -> Vec<Action> {
+    pub fn finished(&mut self, job: &str, outcome: Outcome) -> Vec<Action> {
         self.running = self.running.saturating_sub(1);
         let mut out = Vec::new();
         if let Some(entry) = self.jobs.get_mut(job) {
@@ -357,8 +376,8 @@ impl Plan {
                     Lifecycle::Failed
                 };
             }
+            Self::report_one(job, entry, &mut out);
         }
-        self.report(now, &mut out);
         out
     }
 
@@ -383,7 +402,7 @@ impl Plan {
     }
 
     /// Stops a job firing until it is resumed; a run in progress goes on.
-    pub fn pause(&mut self, job: &str, now: Now) -> Result<Vec<Action>, String> {
+    pub fn pause(&mut self, job: &str) -> Result<Vec<Action>, String> {
         let entry = self
             .jobs
             .get_mut(job)
@@ -395,7 +414,7 @@ impl Plan {
         entry.pending = None;
         entry.next = Next::Idle;
         let mut out = Vec::new();
-        self.report(now, &mut out);
+        self.report(&mut out);
         Ok(out)
     }
 
@@ -415,7 +434,7 @@ impl Plan {
         self.shared.schedule(&mut entry, now, false);
         self.jobs.insert(job.to_string(), entry);
         let mut out = Vec::new();
-        self.report(now, &mut out);
+        self.report(&mut out);
         Ok(out)
     }
 
@@ -462,7 +481,9 @@ impl Plan {
                 }
             }
             match entry.next {
-                Next::Grid { anchor, period, k } => wake = wake.min(anchor + k * period),
+                Next::Grid {
+                    anchor, period, k, ..
+                } => wake = wake.min(anchor + k * period),
                 Next::Wall(t) if now.trusted => {
                     wake = wake.min(now_ms + (t - now.wall).num_milliseconds())
                 }
@@ -501,12 +522,7 @@ impl Shared {
         }
         let now_ms = ms(now.mono);
         if let Some(period) = entry.period() {
-            let anchor = grid_start(period, now, entry.last_fire);
-            entry.next = Next::Grid {
-                anchor,
-                period,
-                k: 0,
-            };
+            entry.next = Next::grid(grid_start(period, now, entry.last_fire), period, now);
             if catch_up
                 && now.trusted
                 && entry.last_fire.is_none()
@@ -563,7 +579,12 @@ impl Shared {
             return;
         }
         match entry.next.clone() {
-            Next::Grid { anchor, period, k } => {
+            Next::Grid {
+                anchor,
+                anchor_wall,
+                period,
+                k,
+            } => {
                 let due = anchor + k * period;
                 if due > now_ms {
                     return;
@@ -572,10 +593,13 @@ impl Shared {
                 let latest = due + (passed - 1) * period;
                 entry.next = Next::Grid {
                     anchor,
+                    anchor_wall,
                     period,
                     k: k + passed,
                 };
-                let nominal_wall = now.trusted.then(|| now.wall_at_ms(latest));
+                let nominal_wall = now
+                    .trusted
+                    .then(|| wall_ms(anchor_wall + (latest - anchor)));
                 if let (Some(end), Some(wall)) = (entry.cfg.end, nominal_wall)
                     && wall > end
                 {
@@ -679,6 +703,24 @@ impl Shared {
     fn note_missed(entry: &mut Entry, count: u64) {
         entry.pending_missed += count;
     }
+}
+
+impl Next {
+    /// A grid whose first point is `anchor`, with its wall time as of `now`.
+    fn grid(anchor: Ms, period: Ms, now: Now) -> Next {
+        let anchor_wall = now.wall_at_ms(anchor).timestamp_millis();
+        Next::Grid {
+            anchor,
+            anchor_wall,
+            period,
+            k: 0,
+        }
+    }
+}
+
+/// A wall time from milliseconds since the epoch (saturating at chrono's range).
+fn wall_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn offset_of(now: Now) -> i64 {

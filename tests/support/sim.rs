@@ -196,7 +196,7 @@ impl Sim {
             } else {
                 Outcome::Success
             };
-            let actions = self.plan.finished(&job, outcome, self.now());
+            let actions = self.plan.finished(&job, outcome);
             self.absorb(actions);
         }
     }
