@@ -86,9 +86,29 @@ fn main() {
             })
             .await
             .expect("read runs");
-        for (late, job, nominal) in runs.iter().take(5) {
+        // The latest fires, grouped by due time: which bursts were late, and how big.
+        let mut worst: Vec<i64> = Vec::new();
+        for (_, _, nominal) in &runs {
+            if worst.len() == 5 {
+                break;
+            }
+            if !worst.contains(nominal) {
+                worst.push(*nominal);
+            }
+        }
+        for nominal in &worst {
+            let burst: Vec<i64> = runs
+                .iter()
+                .filter(|r| r.2 == *nominal)
+                .map(|r| r.0)
+                .collect();
             let due = tidegate::time::from_millis(*nominal).map(tidegate::time::format_utc);
-            println!("late {late} ms: {job} due {}", due.unwrap_or_default());
+            println!(
+                "late up to {} ms: {} fires due {}",
+                burst.iter().max().unwrap_or(&0),
+                burst.len(),
+                due.unwrap_or_default()
+            );
         }
         let mut late: Vec<i64> = runs.iter().map(|r| r.0).collect();
         late.sort_unstable();

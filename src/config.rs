@@ -56,7 +56,10 @@ pub struct Config {
 impl Config {
     /// The job of that name (`jobs` is sorted by name).
     pub fn job(&self, name: &str) -> Option<&JobConfig> {
-        let at = self.jobs.binary_search_by(|j| j.name.as_str().cmp(name)).ok()?;
+        let at = self
+            .jobs
+            .binary_search_by(|j| j.name.as_str().cmp(name))
+            .ok()?;
         self.jobs.get(at)
     }
 }
