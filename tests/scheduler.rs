@@ -533,6 +533,18 @@ fn a_one_shot_that_fails_is_failed_and_a_finished_one_stays_finished() {
     let walls: Vec<_> = sim.starts_of("xmas").iter().map(|s| s.wall).collect();
     assert_eq!(walls, vec![later]);
     assert_eq!(sim.plan.state("xmas"), Some(Lifecycle::Completed));
+
+    // Moved to a time before the one it fired at: nothing to run, and it says so.
+    let earlier = utc(2026, 12, 20, 0, 0, 0);
+    let sim = Sim::remembering(
+        &[job("xmas", Some(Trigger::At(earlier)))],
+        "UTC",
+        utc(2026, 12, 26, 0, 0, 0),
+        true,
+        &memory,
+        4,
+    );
+    assert_eq!(sim.plan.state("xmas"), Some(Lifecycle::Completed));
 }
 
 #[test]

@@ -563,7 +563,8 @@ impl Shared {
             }
             match calendar.next_after(from, self.zone) {
                 Some(t) if !past_end(&entry.cfg, t) => entry.next = Next::Wall(t),
-                _ if calendar.is_one_shot() => {}
+                // Nothing left to fire: past its end, or a one-shot whose time has gone
+                // by without being due now (it fired before, or passed while paused).
                 _ => {
                     if entry.pending.is_none() && !entry.running {
                         entry.life = Lifecycle::Completed;
