@@ -908,6 +908,26 @@ fn check_unique(
     }
 }
 
+/// A required `id` in the sensor-id alphabet, unique among `seen`.
+fn read_id(
+    cx: &mut Cx<'_>,
+    t: &Tbl<'_>,
+    seen: &mut HashMap<String, String>,
+    what: &str,
+) -> Option<String> {
+    let id = t
+        .required_string(cx, "id")
+        .and_then(|id| match check_sensor_id(&id) {
+            Ok(id) => Some(id),
+            Err(message) => {
+                t.reject(cx, "id", &message);
+                None
+            }
+        })?;
+    check_unique(cx, seen, what, &id, t, "id");
+    Some(id)
+}
+
 fn read_buses(cx: &mut Cx<'_>, top: &Tbl<'_>) -> Vec<BusConfig> {
     let mut seen = HashMap::new();
     let mut buses = Vec::new();
@@ -1015,18 +1035,7 @@ fn read_sensors(cx: &mut Cx<'_>, top: &Tbl<'_>, buses: &[BusConfig]) -> Vec<Sens
     let mut sensors = Vec::new();
     for t in top.tables(cx, "sensor") {
         t.check_keys(cx, SENSOR_KEYS);
-        let id = t
-            .required_string(cx, "id")
-            .and_then(|id| match check_sensor_id(&id) {
-                Ok(id) => Some(id),
-                Err(message) => {
-                    t.reject(cx, "id", &message);
-                    None
-                }
-            });
-        if let Some(id) = &id {
-            check_unique(cx, &mut seen, "sensor id", id, &t, "id");
-        }
+        let id = read_id(cx, &t, &mut seen, "sensor id");
         let bus_name = t.required_string(cx, "bus");
         let bus = bus_name
             .as_deref()
@@ -1510,18 +1519,7 @@ fn read_alarms(cx: &mut Cx<'_>, top: &Tbl<'_>, known: &Known) -> Vec<AlarmConfig
     let mut alarms = Vec::new();
     for t in top.tables(cx, "alarm") {
         t.check_keys(cx, ALARM_KEYS);
-        let id = t
-            .required_string(cx, "id")
-            .and_then(|id| match check_sensor_id(&id) {
-                Ok(id) => Some(id),
-                Err(message) => {
-                    t.reject(cx, "id", &message);
-                    None
-                }
-            });
-        if let Some(id) = &id {
-            check_unique(cx, &mut seen, "alarm id", id, &t, "id");
-        }
+        let id = read_id(cx, &t, &mut seen, "alarm id");
         let sensor = t.required_string(cx, "sensor");
         if let Some(s) = &sensor
             && !known.sensors.iter().any(|c| c == s)
