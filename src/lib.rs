@@ -10,9 +10,11 @@
 //! Modules in reading order: vocabulary first, then the pure cores, then the shells.
 
 pub mod time;
+pub mod reading;
 pub mod cron;
 pub mod config;
 pub mod clock;
+pub mod sensor;
 pub mod store;
 pub mod scheduler;
 pub mod job;

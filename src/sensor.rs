@@ -1,0 +1,3 @@
+//! Sensors: turning buses and register maps into readings.
+
+pub mod simulated;
