@@ -13,6 +13,7 @@ pub mod time;
 pub mod cron;
 pub mod config;
 pub mod clock;
+pub mod sensor;
 pub mod store;
 pub mod scheduler;
 pub mod job;
