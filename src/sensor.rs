@@ -15,3 +15,4 @@
 //! nothing in this module re-checks the config, and nothing here does IO yet.
 
 pub mod decode;
+pub mod batch;
