@@ -133,6 +133,41 @@ pub fn wall_now() -> DateTime<Utc> {
     Utc::now()
 }
 
+/// The boot this process runs in and how long ago it started: with it a reading
+/// taken on a wrong clock can be re-stamped once the clock is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootTime {
+    pub boot_id: String,
+    pub since_boot_ms: i64,
+}
+
+impl BootTime {
+    /// Reads the kernel's boot id and `CLOCK_BOOTTIME` (which, unlike the monotonic
+    /// clock, keeps counting through suspend).
+    pub fn now() -> BootTime {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string());
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0;
+        // time_t is 32 bits on armv7: widen before multiplying.
+        #[allow(clippy::useless_conversion)]
+        let since_boot_ms = if ok {
+            i64::from(ts.tv_sec) * 1000 + i64::from(ts.tv_nsec) / 1_000_000
+        } else {
+            0
+        };
+        BootTime {
+            boot_id,
+            since_boot_ms,
+        }
+    }
+}
+
 /// The kernel's NTP discipline status, as `timedatectl` reads it: synchronised when
 /// `adjtimex` neither fails nor reports `STA_UNSYNC`.
 fn kernel_ntp_synced() -> bool {

@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::config::{Config, JobConfig, JobKind};
+use crate::clock::{BootTime, Clock};
+use crate::config::{Config, JobConfig, JobKind, SensorConfig};
+use crate::reading::Quality;
+use crate::sensor::sampler::Sampler;
 use crate::store::StoreHandle;
 use crate::store::jobs::{self, Origin, Outcome};
+use crate::store::readings::{self, ClockQuality};
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +41,42 @@ pub struct RunReport {
     pub duration: Duration,
 }
 
-/// What a run may reach: the configuration it runs under and the clocks.
+/// What a run may reach: the configuration it runs under, the clocks, the store and
+/// the buses.
 #[derive(Clone)]
 pub struct JobContext {
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
+    pub store: StoreHandle,
+    pub sampler: Arc<Sampler>,
+}
+
+impl JobContext {
+    /// Must be called inside the runtime: it starts the bus tasks.
+    pub fn new(config: Arc<Config>, clock: Arc<dyn Clock>, store: StoreHandle) -> JobContext {
+        let sampler = Arc::new(Sampler::start(&config, Arc::clone(&clock), None));
+        JobContext {
+            config,
+            clock,
+            store,
+            sampler,
+        }
+    }
+
+    /// The same world under a new configuration: unchanged buses keep their tasks.
+    pub fn reconfigured(&self, config: Arc<Config>) -> JobContext {
+        let sampler = Arc::new(Sampler::start(
+            &config,
+            Arc::clone(&self.clock),
+            Some(&self.sampler),
+        ));
+        JobContext {
+            config,
+            clock: Arc::clone(&self.clock),
+            store: self.store.clone(),
+            sampler,
+        }
+    }
 }
 
 /// Runs `job` once under its policy: each attempt limited by `timeout`, failures
@@ -134,13 +168,7 @@ async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
             let now = ctx.clock.now();
             tracing::info!(job = %job.name, trusted = now.trusted, mqtt = config.mqtt.is_some(), "heartbeat: alive; health publishing over MQTT is not in this build");
         }
-        JobKind::Sample { sensors } => {
-            let count = match sensors {
-                Some(ids) => ids.len(),
-                None => config.sensors.iter().filter(|s| s.enabled).count(),
-            };
-            tracing::info!(job = %job.name, sensors = count, "sample: sensor reading is not in this build; nothing stored");
-        }
+        JobKind::Sample { sensors } => sample(job, ctx, sensors.as_deref()).await?,
         JobKind::Upload => match &config.upload {
             Some(upload) => {
                 tracing::info!(job = %job.name, url = %upload.url, "upload: the uploader is not in this build; readings stay buffered")
@@ -151,6 +179,51 @@ async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
         },
         JobKind::Cleanup => cleanup(job, ctx)?,
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
+    }
+    Ok(())
+}
+
+/// Reads the enabled sensors (or the job's own list) once and stores the cycle in one
+/// transaction. Bad readings are stored too, with their errors: the run fails only
+/// when the cycle cannot be stored.
+async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> Result<(), Failure> {
+    let chosen: Vec<SensorConfig> = ctx
+        .config
+        .sensors
+        .iter()
+        .filter(|s| s.enabled && only.is_none_or(|ids| ids.contains(&s.id)))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        tracing::info!(job = %job.name, "sample: no enabled sensors");
+        return Ok(());
+    }
+    let readings = ctx.sampler.read(&chosen).await;
+    let clock = if ctx.clock.now().trusted {
+        ClockQuality::Synced
+    } else {
+        ClockQuality::Unsynced
+    };
+    let boot = BootTime::now();
+    let good = readings
+        .iter()
+        .filter(|r| r.quality == Quality::Good)
+        .count();
+    let bad: Vec<String> = readings
+        .iter()
+        .filter(|r| r.quality == Quality::Bad)
+        .map(|r| r.sensor.clone())
+        .collect();
+    let seqs = ctx
+        .store
+        .call(move |c| readings::insert_cycle(c, &readings, clock, &boot))
+        .await
+        .map_err(|e| Failure::Error(format!("cannot store readings: {e}")))?;
+    match seqs {
+        Some((first, last)) => {
+            tracing::info!(job = %job.name, good, bad = ?bad, first, last, "sample: readings stored")
+        }
+        None => tracing::info!(job = %job.name, "sample: nothing read"),
     }
     Ok(())
 }

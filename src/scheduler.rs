@@ -140,7 +140,7 @@ pub async fn spawn(
     let ticks = Arc::new(AtomicU64::new(0));
     let shell = Shell {
         plan,
-        ctx: JobContext { config, clock },
+        ctx: JobContext::new(config, clock, store.clone()),
         store,
         ticks: Arc::clone(&ticks),
         tracker: TaskTracker::new(),
@@ -237,7 +237,7 @@ impl Shell {
                     config.agent.max_running,
                     now,
                 );
-                self.ctx.config = config;
+                self.ctx = self.ctx.reconfigured(config);
                 tracing::info!(
                     jobs = self.ctx.config.jobs.len(),
                     "scheduler took the new configuration"

@@ -11,6 +11,7 @@
 //! - [`bus`] is one task per bus: a sampling cycle's requests in turn, the inter-frame
 //!   gap, retries, dead slaves backed off, the counters the heartbeat reports.
 //! - [`simulated`] produces plausible diurnal values with no hardware.
+//! - [`sampler`] holds every bus of a configuration and reads any set of sensors.
 //!
 //! Invariants: everything here takes a validated [`crate::config::RegisterMap`] and
 //! trusts it (a register width never runs past 65535, bit tables hold only `bool`);
@@ -21,3 +22,4 @@ pub mod batch;
 pub mod modbus;
 pub mod bus;
 pub mod simulated;
+pub mod sampler;

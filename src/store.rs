@@ -13,6 +13,7 @@
 //! loses at most a few counter increments.
 
 pub mod jobs;
+pub mod readings;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -284,3 +284,73 @@ command = ["/bin/sh", "-c", "echo 'probe unreachable' >&2; exit 3"]
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(START), Some(0));
 }
+
+#[test]
+fn the_sample_job_stores_each_cycle_of_simulated_readings() {
+    let site = Site::new(
+        r#"
+[[bus]]
+name = "sim"
+kind = "simulated"
+
+[[sensor]]
+id = "pond1.do"
+bus = "sim"
+unit = "mg/L"
+model = { base = 7.5, amplitude = 1.5, period = "24h", noise = 0.05 }
+
+[[sensor]]
+id = "pond1.temp"
+bus = "sim"
+unit = "degC"
+model = { base = 18.0, amplitude = 2.0, period = "24h", noise = 0.1 }
+
+[[sensor]]
+id = "pond1.off"
+bus = "sim"
+enabled = false
+model = { base = 1.0 }
+
+[jobs.sample]
+every = "1s"
+"#,
+    );
+    let mut agent = site.start();
+    agent.wait_for_log("sample: readings stored", START);
+    agent.wait_for_log("first=3 last=4", START);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    let db = tidegate::store::open(&site.state_dir()).unwrap();
+    let rows: Vec<(i64, String, Option<f64>, String, String, String)> = db
+        .prepare("SELECT seq, sensor, value, unit, quality, clock FROM pending ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() >= 4, "{rows:?}");
+    for (i, (seq, sensor, value, unit, quality, clock)) in rows.iter().enumerate() {
+        assert_eq!(*seq, i as i64 + 1, "seqs are dense from 1");
+        let (expected, base, spread) = if i % 2 == 0 {
+            ("pond1.do", 7.5, 1.5 + 0.3)
+        } else {
+            ("pond1.temp", 18.0, 2.0 + 0.6)
+        };
+        assert_eq!(sensor, expected, "the disabled sensor is not read");
+        assert!(
+            (value.unwrap() - base).abs() <= spread,
+            "{sensor} = {value:?}"
+        );
+        assert_eq!(unit, if i % 2 == 0 { "mg/L" } else { "degC" });
+        assert_eq!((quality.as_str(), clock.as_str()), ("good", "synced"));
+    }
+}

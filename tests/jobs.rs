@@ -8,19 +8,20 @@ use tidegate::clock::{Clock, TestClock};
 use tidegate::config::{self, CommandSpec, JobKind, RetryPolicy};
 use tidegate::job::{self, JobContext};
 use tidegate::store::jobs::Outcome;
+use tidegate::store::{self, StoreHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::agent::{eventually, process_alive};
 use crate::support::sim::job;
 
-fn context() -> JobContext {
+/// A context for runs, with its own database in a directory kept as long as it is.
+fn context() -> (JobContext, tempfile::TempDir) {
     let config =
         config::parse_str("[agent]\nid = \"t\"\ntimezone = \"UTC\"\n", "t.toml").expect("valid");
     let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 0, 0, 0, true));
-    JobContext {
-        config: Arc::new(config),
-        clock,
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    (JobContext::new(Arc::new(config), clock, store), dir)
 }
 
 fn command(name: &str, script: &str) -> tidegate::config::JobConfig {
@@ -43,7 +44,7 @@ async fn a_timeout_kills_the_command_and_the_grandchild_it_spawned() {
     );
     j.timeout = Some(Duration::from_millis(500));
     let started = Instant::now();
-    let report = job::run(&j, &context(), &CancellationToken::new()).await;
+    let report = job::run(&j, &context().0, &CancellationToken::new()).await;
     assert_eq!(report.outcome, Outcome::Timeout);
     assert_eq!(report.error.as_deref(), Some("timed out"));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -74,7 +75,7 @@ async fn failures_are_retried_with_growing_waits_until_one_succeeds() {
         max_delay: Duration::from_secs(5),
     });
     let started = Instant::now();
-    let report = job::run(&j, &context(), &CancellationToken::new()).await;
+    let report = job::run(&j, &context().0, &CancellationToken::new()).await;
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");
     assert_eq!(report.attempts, 3);
     // Waits of at least 100 ms and 200 ms (half of 200 ms and of 400 ms).
@@ -94,7 +95,7 @@ async fn retries_stop_when_attempts_run_out() {
         backoff: 2.0,
         max_delay: Duration::from_millis(50),
     });
-    let report = job::run(&j, &context(), &CancellationToken::new()).await;
+    let report = job::run(&j, &context().0, &CancellationToken::new()).await;
     assert_eq!(report.outcome, Outcome::Failure);
     assert_eq!(report.attempts, 3, "the first try and two retries");
     assert_eq!(
@@ -118,7 +119,7 @@ async fn cancellation_kills_a_running_command_and_skips_retries() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
     });
-    let report = job::run(&j, &context(), &cancel).await;
+    let report = job::run(&j, &context().0, &cancel).await;
     assert_eq!(report.outcome, Outcome::Cancelled);
     assert_eq!(report.attempts, 1);
 }
@@ -131,7 +132,7 @@ async fn a_missing_program_is_a_failure_naming_it() {
         working_dir: None,
         env: Default::default(),
     });
-    let report = job::run(&j, &context(), &CancellationToken::new()).await;
+    let report = job::run(&j, &context().0, &CancellationToken::new()).await;
     assert_eq!(report.outcome, Outcome::Failure);
     let error = report.error.unwrap();
     assert!(
@@ -149,10 +150,139 @@ async fn working_dir_and_env_reach_the_command() {
         working_dir: Some(dir.path().to_path_buf()),
         env: [("POND".to_string(), "7".to_string())].into(),
     });
-    let report = job::run(&j, &context(), &CancellationToken::new()).await;
+    let report = job::run(&j, &context().0, &CancellationToken::new()).await;
     assert_eq!(report.outcome, Outcome::Success);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out")).unwrap(),
         "7\n"
     );
+}
+
+#[tokio::test]
+async fn the_sample_job_reads_modbus_and_simulated_sensors_and_stores_one_cycle() {
+    use std::collections::HashMap;
+
+    use crate::support::modbus::{SerialLine, f32_words};
+
+    let mut image = vec![0u16; 16];
+    image[0..2].copy_from_slice(&f32_words(7.83));
+    image[2] = 720;
+    let line = SerialLine::start(HashMap::from([(3, image)]));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[agent]
+id = "t"
+state_dir = "{state}"
+timezone = "UTC"
+[[bus]]
+name = "rs485-a"
+kind = "modbus-rtu"
+port = "{port}"
+timeout = "100ms"
+retries = 1
+[[bus]]
+name = "sim"
+kind = "simulated"
+[[sensor]]
+id = "pond7.do"
+bus = "rs485-a"
+slave = 3
+register = 0
+type = "f32"
+unit = "mg/L"
+[[sensor]]
+id = "pond7.ph"
+bus = "rs485-a"
+slave = 3
+register = 2
+type = "u16"
+scale = 0.01
+unit = "pH"
+[[sensor]]
+id = "pond8.do"
+bus = "rs485-a"
+slave = 4
+register = 0
+type = "f32"
+unit = "mg/L"
+[[sensor]]
+id = "pond9.temp"
+bus = "sim"
+unit = "degC"
+model = {{ base = 18.0 }}
+"#,
+        state = dir.path().display(),
+        port = line.path.display()
+    );
+    let config = Arc::new(config::parse_str(&text, "t.toml").expect("valid"));
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, false));
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    let ctx = JobContext::new(Arc::clone(&config), clock, store.clone());
+    let sample = config.job("sample").unwrap().clone();
+    let report = job::run(&sample, &ctx, &CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    // One merged request for slave 3, and the first try and one retry for dead slave 4.
+    assert_eq!(line.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    type Row = (i64, String, Option<f64>, String, String, Option<String>);
+    let rows: Vec<Row> = store
+        .call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, sensor, value, quality, clock, error FROM pending ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<Row>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(
+        rows[0],
+        (
+            1,
+            "pond7.do".into(),
+            Some(f64::from(7.83f32)),
+            "good".into(),
+            "unsynced".into(),
+            None
+        )
+    );
+    assert_eq!(
+        rows[1],
+        (
+            2,
+            "pond7.ph".into(),
+            Some(7.2),
+            "good".into(),
+            "unsynced".into(),
+            None
+        )
+    );
+    assert_eq!(
+        (rows[2].1.as_str(), rows[2].2, rows[2].3.as_str()),
+        ("pond8.do", None, "bad")
+    );
+    assert_eq!(
+        rows[2].5.as_deref(),
+        Some("slave 4: no answer within 100ms")
+    );
+    assert_eq!(
+        (rows[3].1.as_str(), rows[3].2, rows[3].3.as_str()),
+        ("pond9.temp", Some(18.0), "good")
+    );
+    let counters = ctx.sampler.counters();
+    let bus = &counters["rs485-a"];
+    assert_eq!((bus.requests, bus.timeouts), (3, 2));
+    assert!(bus.last_good_read.is_some());
 }

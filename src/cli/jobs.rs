@@ -177,7 +177,7 @@ async fn run_with_store(config: Arc<Config>, job: JobConfig) -> Result<job::RunR
         .await
         .map_err(other)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(config.agent.clock));
-    let ctx = JobContext { config, clock };
+    let ctx = JobContext::new(config, clock, store.clone());
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
     tokio::spawn(async move {

@@ -48,6 +48,26 @@ const MIGRATIONS: &[&str] = &[
          error       TEXT
      ) STRICT;
      CREATE INDEX job_runs_by_job ON job_runs (job, id);",
+    // 2: readings, in the contract's shape (SPEC sections 3 and 8).
+    "-- AUTOINCREMENT: a seq is never reused, even after the newest rows are gone.
+     CREATE TABLE readings (
+         seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+         sensor   TEXT NOT NULL,
+         ts       INTEGER NOT NULL,      -- UTC milliseconds since the epoch
+         value    REAL,                  -- null for a bad reading
+         unit     TEXT,
+         quality  TEXT NOT NULL,         -- good | bad | uncertain
+         clock    TEXT NOT NULL,         -- synced | corrected | unsynced
+         error    TEXT,
+         boot_id  TEXT NOT NULL,         -- the boot it was taken in, and its time
+         boot_ms  INTEGER NOT NULL,      --   since boot, to re-stamp it later
+         acked_ms INTEGER                -- when the server acknowledged it
+     ) STRICT;
+     CREATE INDEX readings_pending ON readings (seq) WHERE acked_ms IS NULL;
+     -- What the server does not have yet.
+     CREATE VIEW pending AS
+         SELECT seq, sensor, ts, value, unit, quality, clock, error
+         FROM readings WHERE acked_ms IS NULL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
