@@ -6,6 +6,7 @@
 //! through their own short transactions.
 
 mod jobs;
+mod sample;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,12 @@ enum Command {
     Jobs {
         #[arg(long)]
         json: bool,
+    },
+    /// Read sensors once and print them; stores nothing (commissioning).
+    Sample {
+        /// Only this sensor (may be given more than once).
+        #[arg(long = "sensor", value_name = "ID")]
+        sensors: Vec<String>,
     },
     /// Act on one job.
     Job {
@@ -103,6 +110,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs { json } => jobs::list(&cli.config, json),
+        Command::Sample { sensors } => sample::run(&cli.config, &sensors),
         Command::Job {
             action: JobAction::Run { name },
         } => jobs::run_one(&cli.config, &name),

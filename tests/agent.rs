@@ -354,3 +354,91 @@ every = "1s"
         assert_eq!((quality.as_str(), clock.as_str()), ("good", "synced"));
     }
 }
+
+/// Commissioning against a real line: a Modbus RTU device on a pty, a dead slave, a
+/// simulated bus. Multi-threaded so the device answers while the CLI runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_reads_once_prints_a_table_and_stores_nothing() {
+    use std::collections::HashMap;
+
+    use crate::support::modbus::{SerialLine, f32_words};
+
+    let mut image = vec![0u16; 4];
+    image[0..2].copy_from_slice(&f32_words(7.83));
+    let line = SerialLine::start(HashMap::from([(3, image)]));
+    let site = Site::new(&format!(
+        r#"
+[[bus]]
+name = "rs485-a"
+kind = "modbus-rtu"
+port = "{}"
+timeout = "100ms"
+retries = 0
+
+[[bus]]
+name = "sim"
+kind = "simulated"
+
+[[sensor]]
+id = "pond7.do"
+bus = "rs485-a"
+slave = 3
+register = 0
+type = "f32"
+unit = "mg/L"
+
+[[sensor]]
+id = "pond8.do"
+bus = "rs485-a"
+slave = 4
+register = 0
+type = "f32"
+unit = "mg/L"
+
+[[sensor]]
+id = "pond9.temp"
+bus = "sim"
+unit = "degC"
+model = {{ base = 18.0 }}
+"#,
+        line.path.display()
+    ));
+    let cli = {
+        let site = &site;
+        move |args: &[&str]| site.cli(args)
+    };
+    let (code, out, err) = tokio::task::block_in_place(|| cli(&["sample"]));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("SENSOR"), "{out}");
+    let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        cells(lines[1])[..4],
+        ["pond7.do", &f64::from(7.83f32).to_string(), "mg/L", "good"]
+    );
+    assert!(
+        lines[2].starts_with("pond8.do") && lines[2].contains("bad"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("slave 4: no answer within 100ms"),
+        "{out}"
+    );
+    assert_eq!(cells(lines[3])[..4], ["pond9.temp", "18", "degC", "good"]);
+
+    let (code, out, _) = tokio::task::block_in_place(|| cli(&["sample", "--sensor", "pond9.temp"]));
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = tokio::task::block_in_place(|| cli(&["sample", "--sensor", "pond6.do"]));
+    assert_eq!(
+        (code, err.trim()),
+        (2, "tidegate: no sensor named \"pond6.do\"")
+    );
+
+    let db = tidegate::store::open(&site.state_dir()).unwrap();
+    let stored: i64 = db
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0, "sample stores nothing");
+}
