@@ -159,8 +159,8 @@ async fn attempt(
     }
 }
 
-/// The built-in jobs. Each says what it does; the parts that need the MQTT client, the
-/// sensor buses or the uploader report that those are not part of this build yet.
+/// The built-in jobs. The heartbeat and the upload need the MQTT client and the
+/// uploader, which are not part of this build yet, and say so.
 async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     let config = &ctx.config;
     match &job.kind {
