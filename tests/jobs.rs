@@ -286,3 +286,47 @@ model = {{ base = 18.0 }}
     assert_eq!((bus.requests, bus.timeouts), (3, 2));
     assert!(bus.last_good_read.is_some());
 }
+
+/// The adapter is unplugged (the device end closes and its path disappears) and
+/// plugged back as a new device under the same path: the bus reconnects on its own.
+#[tokio::test]
+async fn an_unplugged_adapter_reads_bad_and_a_replugged_one_is_read_again() {
+    use std::collections::HashMap;
+
+    use tidegate::sensor::sampler::Sampler;
+
+    use crate::support::modbus::{SerialLine, f32_words};
+
+    let mut image = vec![0u16; 2];
+    image.copy_from_slice(&f32_words(6.5));
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("ttyUSB0");
+    let line = SerialLine::start(HashMap::from([(3, image.clone())]));
+    std::os::unix::fs::symlink(&line.path, &port).unwrap();
+    let text = format!(
+        "[agent]\nid = \"t\"\ntimezone = \"UTC\"\n[[bus]]\nname = \"a\"\nkind = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"100ms\"\nretries = 1\n[[sensor]]\nid = \"pond7.do\"\nbus = \"a\"\nslave = 3\nregister = 0\ntype = \"f32\"\n",
+        port.display()
+    );
+    let config = config::parse_str(&text, "t.toml").expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, true));
+    let sampler = Sampler::start(&config, clock, None);
+    let read = || sampler.read(&config.sensors);
+
+    assert_eq!(read().await[0].value, Some(6.5));
+
+    line.unplug().await;
+    std::fs::remove_file(&port).unwrap();
+    let unplugged = read().await;
+    assert_eq!(unplugged[0].value, None);
+    let error = unplugged[0].error.clone().unwrap();
+    assert!(error.starts_with("slave 3: link: cannot open "), "{error}");
+    assert!(error.contains("ttyUSB0"), "names the port: {error}");
+
+    let replugged = SerialLine::start(HashMap::from([(3, image)]));
+    std::os::unix::fs::symlink(&replugged.path, &port).unwrap();
+    assert_eq!(
+        read().await[0].value,
+        Some(6.5),
+        "read again without a restart"
+    );
+}

@@ -50,6 +50,7 @@ pub struct SerialLine {
     /// The path the agent opens.
     pub path: PathBuf,
     pub requests: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     _keep: SerialStream,
 }
 
@@ -63,12 +64,20 @@ impl SerialLine {
             images: Arc::new(images),
             requests: Arc::clone(&requests),
         };
-        tokio::spawn(tokio_modbus::server::rtu::Server::new(master).serve_forever(device));
+        let server =
+            tokio::spawn(tokio_modbus::server::rtu::Server::new(master).serve_forever(device));
         SerialLine {
             path,
             requests,
+            server,
             _keep: slave,
         }
+    }
+
+    /// Pulls the plug: the device end closes and the line hangs up.
+    pub async fn unplug(self) {
+        self.server.abort();
+        let _ = self.server.await;
     }
 }
 
