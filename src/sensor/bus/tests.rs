@@ -18,6 +18,8 @@ use crate::reading::Quality;
 #[derive(Clone)]
 struct Line {
     images: Arc<HashMap<u8, Vec<u16>>>,
+    /// Registers the device refuses to be read with exception 02, alone or merged.
+    holes: Arc<Vec<u16>>,
     requests: Arc<AtomicU64>,
 }
 
@@ -33,6 +35,11 @@ impl tokio_modbus::server::Service for Line {
             return ready(Ok(None));
         };
         ready(match req.request {
+            Request::ReadHoldingRegisters(a, n)
+                if self.holes.iter().any(|h| (a..a + n).contains(h)) =>
+            {
+                Err(ExceptionCode::IllegalDataAddress)
+            }
             Request::ReadHoldingRegisters(a, n) => {
                 match image.get(usize::from(a)..usize::from(a) + usize::from(n)) {
                     Some(words) => Ok(Some(Response::ReadHoldingRegisters(words.to_vec()))),
@@ -112,11 +119,19 @@ fn probe_sensors(slave: u8) -> Vec<SensorConfig> {
 }
 
 fn start_line(images: HashMap<u8, Vec<u16>>) -> (BusConfig, Arc<AtomicU64>, SerialStream) {
+    start_line_with_holes(images, Vec::new())
+}
+
+fn start_line_with_holes(
+    images: HashMap<u8, Vec<u16>>,
+    holes: Vec<u16>,
+) -> (BusConfig, Arc<AtomicU64>, SerialStream) {
     let (master, slave) = SerialStream::pair().expect("pty pair");
     let path = PathBuf::from(slave.name().expect("pty name"));
     let requests = Arc::new(AtomicU64::new(0));
     let line = Line {
         images: Arc::new(images),
+        holes: Arc::new(holes),
         requests: Arc::clone(&requests),
     };
     tokio::spawn(tokio_modbus::server::rtu::Server::new(master).serve_forever(line));
@@ -191,4 +206,35 @@ async fn a_dead_slave_costs_at_most_one_timeout_a_cycle_once_backed_off() {
     // First cycle: the first try and two retries. Then skipped 1 cycle, probed once,
     // skipped 2, probed once, skipped 4...
     assert_eq!(timeouts_per_cycle, vec![3, 0, 1, 0, 0, 1, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_merged_read_refused_with_exception_02_is_split_at_once_and_remembered() {
+    // The device has nothing at register 3 and refuses any read that covers it.
+    let images = HashMap::from([(1, probe_image(7.5))]);
+    let (cfg, requests, _keep) = start_line_with_holes(images, vec![3]);
+    let sensors = vec![
+        sensor("s1.status", 1, 8, ValueType::U16, 1.0),
+        sensor("s1.do", 1, 0, ValueType::F32, 1.0),
+        sensor("s1.trend", 1, 20, ValueType::I16, 1.0),
+    ];
+    let refs: Vec<&SensorConfig> = sensors.iter().collect();
+    let clock = TestClock::at(2026, 11, 23, 1, 0, 0, true);
+    let mut bus = Bus::new(cfg);
+    let readings = bus.read_cycle(&refs, &clock).await;
+    let values: Vec<Option<f64>> = readings.iter().map(|r| r.value).collect();
+    assert_eq!(
+        values,
+        vec![Some(1.0), Some(7.5), Some(-5.0)],
+        "{readings:?}"
+    );
+    // The merged read 0..=20, refused, then one request per sensor.
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    assert_eq!(bus.counters().exceptions, 1);
+    bus.read_cycle(&refs, &clock).await;
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        7,
+        "the split is remembered"
+    );
 }
