@@ -213,7 +213,7 @@ async fn a_merged_read_refused_with_exception_02_is_split_at_once_and_remembered
     // The device has nothing at register 3 and refuses any read that covers it.
     let images = HashMap::from([(1, probe_image(7.5))]);
     let (cfg, requests, _keep) = start_line_with_holes(images, vec![3]);
-    let sensors = vec![
+    let sensors = [
         sensor("s1.status", 1, 8, ValueType::U16, 1.0),
         sensor("s1.do", 1, 0, ValueType::F32, 1.0),
         sensor("s1.trend", 1, 20, ValueType::I16, 1.0),
