@@ -1,5 +1,6 @@
-//! A Modbus RTU device on the far end of a real pseudo-terminal pair: a register image
-//! per live slave, silence for the others, and a count of the requests it saw.
+//! Modbus devices for tests: RTU on the far end of a real pseudo-terminal pair, or TCP
+//! on a local port. A register image per live slave (a bit is on where its word is
+//! nonzero), silence for the others, and a count of the requests seen.
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
@@ -40,6 +41,16 @@ impl tokio_modbus::server::Service for Device {
             Request::ReadInputRegisters(a, n) => slice(a, n)
                 .map(|w| Some(Response::ReadInputRegisters(w)))
                 .ok_or(ExceptionCode::IllegalDataAddress),
+            Request::ReadCoils(a, n) => slice(a, n)
+                .map(|w| Some(Response::ReadCoils(w.iter().map(|x| *x != 0).collect())))
+                .ok_or(ExceptionCode::IllegalDataAddress),
+            Request::ReadDiscreteInputs(a, n) => slice(a, n)
+                .map(|w| {
+                    Some(Response::ReadDiscreteInputs(
+                        w.iter().map(|x| *x != 0).collect(),
+                    ))
+                })
+                .ok_or(ExceptionCode::IllegalDataAddress),
             _ => Err(ExceptionCode::IllegalFunction),
         })
     }
@@ -78,6 +89,36 @@ impl SerialLine {
     pub async fn unplug(self) {
         self.server.abort();
         let _ = self.server.await;
+    }
+}
+
+/// A Modbus TCP device on 127.0.0.1 with these slaves (bits read as nonzero words).
+pub struct TcpDevice {
+    pub address: std::net::SocketAddr,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl TcpDevice {
+    /// Must be called inside a tokio runtime.
+    pub async fn start(images: HashMap<u8, Vec<u16>>) -> TcpDevice {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let requests = Arc::new(AtomicU64::new(0));
+        let device = Device {
+            images: Arc::new(images),
+            requests: Arc::clone(&requests),
+        };
+        let server = tokio_modbus::server::tcp::Server::new(listener);
+        tokio::spawn(async move {
+            let on_connected = move |stream, _addr| {
+                let device = device.clone();
+                async move { Ok(Some((device, stream))) }
+            };
+            let _ = server.serve(&on_connected, |_| {}).await;
+        });
+        TcpDevice { address, requests }
     }
 }
 
