@@ -452,3 +452,38 @@ async fn every_type_and_word_order_reads_exactly_over_tcp() {
     // All registers of slave 1 in one request, and one for each bit table.
     assert_eq!(device.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A PLC that goes away resets its connections: its sensors read bad, and once it is
+/// back the bus reconnects on its own.
+#[tokio::test]
+async fn a_tcp_peer_that_goes_away_reads_bad_and_is_read_again_when_back() {
+    use std::collections::HashMap;
+
+    use tidegate::sensor::sampler::Sampler;
+
+    use crate::support::modbus::TcpDevice;
+
+    let device = TcpDevice::start(HashMap::from([(1, vec![42u16; 4])])).await;
+    let address = device.address;
+    let text = format!(
+        "[agent]\nid = \"t\"\ntimezone = \"UTC\"\n[[bus]]\nname = \"plc\"\nkind = \"modbus-tcp\"\naddress = \"{address}\"\ntimeout = \"200ms\"\nretries = 1\n[[sensor]]\nid = \"pump.flow\"\nbus = \"plc\"\nslave = 1\nregister = 2\n",
+    );
+    let config = config::parse_str(&text, "t.toml").expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, true));
+    let sampler = Sampler::start(&config, clock, None);
+    assert_eq!(sampler.read(&config.sensors).await[0].value, Some(42.0));
+
+    device.stop().await;
+    let gone = sampler.read(&config.sensors).await;
+    assert_eq!(gone[0].value, None);
+    let error = gone[0].error.clone().unwrap();
+    assert!(error.starts_with("slave 1: link: "), "{error}");
+
+    let back = TcpDevice::start_at(address, HashMap::from([(1, vec![43u16; 4])])).await;
+    assert_eq!(
+        sampler.read(&config.sensors).await[0].value,
+        Some(43.0),
+        "reconnected without a restart"
+    );
+    assert!(back.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}

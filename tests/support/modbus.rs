@@ -92,18 +92,25 @@ impl SerialLine {
     }
 }
 
-/// A Modbus TCP device on 127.0.0.1 with these slaves (bits read as nonzero words).
+/// A Modbus TCP device on 127.0.0.1 with these slaves.
 pub struct TcpDevice {
     pub address: std::net::SocketAddr,
     pub requests: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl TcpDevice {
-    /// Must be called inside a tokio runtime.
+    /// On a free port. Must be called inside a tokio runtime.
     pub async fn start(images: HashMap<u8, Vec<u16>>) -> TcpDevice {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        TcpDevice::start_at("127.0.0.1:0".parse().expect("address"), images).await
+    }
+
+    /// On `address`, as a device that comes back after a restart.
+    pub async fn start_at(
+        address: std::net::SocketAddr,
+        images: HashMap<u8, Vec<u16>>,
+    ) -> TcpDevice {
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
         let address = listener.local_addr().expect("address");
         let requests = Arc::new(AtomicU64::new(0));
         let device = Device {
@@ -111,14 +118,24 @@ impl TcpDevice {
             requests: Arc::clone(&requests),
         };
         let server = tokio_modbus::server::tcp::Server::new(listener);
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let on_connected = move |stream, _addr| {
                 let device = device.clone();
                 async move { Ok(Some((device, stream))) }
             };
             let _ = server.serve(&on_connected, |_| {}).await;
         });
-        TcpDevice { address, requests }
+        TcpDevice {
+            address,
+            requests,
+            server,
+        }
+    }
+
+    /// The device goes away: the listener and every connection close.
+    pub async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
     }
 }
 
