@@ -142,3 +142,27 @@ fn load_for_cli(path: &std::path::Path) -> Result<config::Config, Failure> {
     }
     Ok(loaded.config)
 }
+
+/// Left-aligned columns two spaces apart, one line a row, no trailing blanks.
+fn columns<const N: usize>(lines: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -216,6 +216,21 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// The type's name as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::U16 => "u16",
+            ValueType::I16 => "i16",
+            ValueType::U32 => "u32",
+            ValueType::I32 => "i32",
+            ValueType::F32 => "f32",
+            ValueType::U64 => "u64",
+            ValueType::I64 => "i64",
+            ValueType::F64 => "f64",
+            ValueType::Bool => "bool",
+        }
+    }
+
     /// Registers (or bits, for `Bool` on bit tables) one value occupies.
     pub fn width(self) -> u16 {
         match self {

@@ -110,26 +110,7 @@ fn table(rows: &[Row<'_>]) -> String {
             r.map_or(0, |r| r.missed).to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..10)
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::columns(&lines)
 }
 
 pub fn run_one(path: &Path, name: &str) -> Result<ExitCode, Failure> {

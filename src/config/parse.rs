@@ -1177,7 +1177,7 @@ fn read_register_map(cx: &mut Cx<'_>, t: &Tbl<'_>) -> Option<RegisterMap> {
                 t.key_path("register"),
                 format!(
                     "a {} at register {reg} runs past register 65535",
-                    value_type_name(value_type)
+                    value_type.name()
                 ),
             );
         }
@@ -1206,20 +1206,6 @@ fn read_register_map(cx: &mut Cx<'_>, t: &Tbl<'_>) -> Option<RegisterMap> {
         scale,
         offset,
     })
-}
-
-pub(crate) fn value_type_name(v: ValueType) -> &'static str {
-    match v {
-        ValueType::U16 => "u16",
-        ValueType::I16 => "i16",
-        ValueType::U32 => "u32",
-        ValueType::I32 => "i32",
-        ValueType::F32 => "f32",
-        ValueType::U64 => "u64",
-        ValueType::I64 => "i64",
-        ValueType::F64 => "f64",
-        ValueType::Bool => "bool",
-    }
 }
 
 /// A register address as written: a decimal integer or a `"0x…"` string.

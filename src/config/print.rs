@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::parse::{mask_url, value_type_name};
+use super::parse::mask_url;
 use super::units::{format_duration, format_every, format_size};
 use super::{
     AlarmConfig, BusConfig, BusKind, ClockMode, Config, JobConfig, JobKind, Overlap, Parity,
@@ -177,7 +177,7 @@ fn write_sensor(out: &mut Doc, s: &SensorConfig) {
                 }),
             );
             out.kv("register", &r.register.to_string());
-            out.kv("type", &quote(value_type_name(r.value_type)));
+            out.kv("type", &quote(r.value_type.name()));
             out.kv(
                 "word_order",
                 &quote(match r.word_order {

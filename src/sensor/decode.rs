@@ -22,7 +22,7 @@ use crate::config::{RegisterMap, ValueType, WordOrder};
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum DecodeError {
     /// The caller passed a different number of registers than the type occupies.
-    #[error("wrong word count for a {} value: expected {expected}, got {got}", type_name(*.value_type))]
+    #[error("wrong word count for a {} value: expected {expected}, got {got}", .value_type.name())]
     WordCount {
         value_type: ValueType,
         expected: u16,
@@ -90,21 +90,6 @@ fn bytes<const N: usize>(words: &[u16], order: WordOrder) -> [u8; N] {
 
 fn put_word((chunk, word): (&mut [u8], &u16)) {
     chunk.copy_from_slice(&word.to_be_bytes());
-}
-
-/// The type's name as the config spells it.
-fn type_name(value_type: ValueType) -> &'static str {
-    match value_type {
-        ValueType::U16 => "u16",
-        ValueType::I16 => "i16",
-        ValueType::U32 => "u32",
-        ValueType::I32 => "i32",
-        ValueType::F32 => "f32",
-        ValueType::U64 => "u64",
-        ValueType::I64 => "i64",
-        ValueType::F64 => "f64",
-        ValueType::Bool => "bool",
-    }
 }
 
 #[cfg(test)]
