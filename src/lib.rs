@@ -17,6 +17,7 @@ pub mod clock;
 pub mod sensor;
 pub mod store;
 pub mod scheduler;
+pub mod upload;
 pub mod job;
 pub mod agent;
 pub mod logging;
