@@ -21,11 +21,12 @@ use tokio_util::task::TaskTracker;
 pub use calendar::Calendar;
 use plan::{Action, Plan, Remembered};
 
-use crate::clock::Clock;
+use crate::clock::{BootTime, Clock};
 use crate::config::Config;
 use crate::job::{self, JobContext};
 use crate::store::StoreHandle;
 use crate::store::jobs::{self as job_store, Outcome};
+use crate::store::readings;
 
 /// After the grace time, how long cancelled runs get to be killed and recorded.
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
@@ -279,7 +280,8 @@ impl Shell {
                     );
                 }
                 Action::ClockTrusted => {
-                    tracing::info!("wall clock is trusted; calendar jobs scheduled")
+                    tracing::info!("wall clock is trusted; calendar jobs scheduled");
+                    self.correct_readings();
                 }
             }
         }
@@ -300,6 +302,20 @@ impl Shell {
                 Ok(())
             });
         }
+    }
+
+    /// Re-stamps the readings this boot took before the clock was trusted. Queued
+    /// ahead of any later bookkeeping, so nothing reads them uncorrected after this.
+    fn correct_readings(&self) {
+        let boot = BootTime::now();
+        let offset = self.ctx.clock.now().wall.timestamp_millis() - boot.since_boot_ms;
+        self.store.submit("cannot correct readings taken before the clock was trusted", move |c| {
+            let corrected = readings::correct_boot(c, &boot.boot_id, offset)?;
+            if corrected > 0 {
+                tracing::info!(corrected, boot_id = %boot.boot_id, "readings taken before the clock was trusted re-stamped");
+            }
+            Ok(())
+        });
     }
 
     fn start(

@@ -659,3 +659,61 @@ async fn the_shell_records_runs_and_obeys_its_handle() {
         "a stopped scheduler says so"
     );
 }
+
+/// Readings sampled on a 1970 clock are re-stamped once NTP corrects and
+/// synchronises it; later ones are taken as synced.
+#[tokio::test]
+async fn readings_taken_before_the_clock_was_trusted_are_corrected_when_it_is() {
+    use std::sync::Arc;
+    use tidegate::clock::{Clock, TestClock};
+    use tidegate::store::{self, StoreHandle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[agent]\nid = \"t\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\n[jobs.sample]\nevery = \"1s\"\n[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n[[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n",
+        dir.path().display()
+    );
+    let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    let test_clock = TestClock::at(1970, 1, 1, 0, 0, 30, false);
+    let clock: Arc<dyn Clock> = Arc::new(test_clock.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_handle, task) =
+        tidegate::scheduler::spawn(config, clock, store.clone(), shutdown.clone())
+            .await
+            .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let synced_at = utc(2026, 11, 23, 1, 0, 0);
+    test_clock.step(synced_at - test_clock.now().wall);
+    test_clock.set_trusted(true);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let rows: Vec<(i64, String)> = store
+        .call(|c| {
+            let mut stmt = c.prepare("SELECT ts, clock FROM readings ORDER BY seq")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    let before: Vec<_> = rows.iter().filter(|r| r.1 == "corrected").collect();
+    let after: Vec<_> = rows.iter().filter(|r| r.1 == "synced").collect();
+    assert_eq!(before.len(), 2, "{rows:?}");
+    assert!(!after.is_empty(), "{rows:?}");
+    assert!(rows.iter().all(|r| r.1 != "unsynced"), "{rows:?}");
+    let trust = synced_at.timestamp_millis();
+    for (ts, _) in &before {
+        assert!(
+            (trust - 3_000..=trust).contains(ts),
+            "corrected into the seconds before sync: {ts} vs {trust}"
+        );
+    }
+    for (ts, _) in &after {
+        assert!(*ts >= trust, "{ts}");
+    }
+}

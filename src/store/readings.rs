@@ -70,6 +70,26 @@ pub fn insert_cycle(
     Ok(Some(seqs))
 }
 
+/// Re-stamps the readings of boot `boot_id` taken before the clock was trusted, in
+/// one transaction: their time becomes their time since boot plus `offset_ms` (the
+/// trusted wall clock minus the time since boot) and their clock `corrected`. Returns
+/// how many were corrected. Readings of other boots stay `unsynced`: their offset
+/// can never be known.
+pub fn correct_boot(
+    conn: &mut Connection,
+    boot_id: &str,
+    offset_ms: i64,
+) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let corrected = tx.execute(
+        "UPDATE readings SET ts = boot_ms + ?2, clock = 'corrected'
+         WHERE boot_id = ?1 AND clock = 'unsynced'",
+        params![boot_id, offset_ms],
+    )?;
+    tx.commit()?;
+    Ok(corrected)
+}
+
 /// Readings not yet acknowledged.
 pub fn pending_count(conn: &Connection) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row("SELECT count(*) FROM pending", [], |r| r.get(0))?;

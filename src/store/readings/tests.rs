@@ -80,3 +80,58 @@ fn a_cycle_gets_dense_seqs_in_one_transaction_and_is_pending() {
         Some((5, 5))
     );
 }
+
+#[test]
+fn readings_taken_before_the_clock_was_trusted_are_restamped_for_this_boot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let in_1970 = chrono::Utc.with_ymd_and_hms(1970, 1, 1, 0, 5, 0).unwrap();
+    let this_boot = BootTime {
+        boot_id: "b2".into(),
+        since_boot_ms: 300_000,
+    };
+    let old_boot = BootTime {
+        boot_id: "b1".into(),
+        since_boot_ms: 300_000,
+    };
+    let one = |id: &str| vec![Reading::good(id, in_1970, 1.0, None)];
+    insert_cycle(&mut conn, &one("old"), ClockQuality::Unsynced, &old_boot).unwrap();
+    insert_cycle(&mut conn, &one("early"), ClockQuality::Unsynced, &this_boot).unwrap();
+    let synced = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+    let later = BootTime {
+        boot_id: "b2".into(),
+        since_boot_ms: 900_000,
+    };
+    insert_cycle(
+        &mut conn,
+        &[Reading::good("late", synced, 2.0, None)],
+        ClockQuality::Synced,
+        &later,
+    )
+    .unwrap();
+
+    // The clock became trusted 600 s after boot, at 01:00:00 UTC.
+    let offset = synced.timestamp_millis() - 600_000;
+    assert_eq!(correct_boot(&mut conn, "b2", offset).unwrap(), 1);
+    let rows: Vec<(String, i64, String)> = conn
+        .prepare("SELECT sensor, ts, clock FROM readings ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let five_minutes_before = synced.timestamp_millis() - 300_000;
+    assert_eq!(
+        rows,
+        vec![
+            ("old".into(), in_1970.timestamp_millis(), "unsynced".into()),
+            ("early".into(), five_minutes_before, "corrected".into()),
+            ("late".into(), synced.timestamp_millis(), "synced".into()),
+        ]
+    );
+    assert_eq!(
+        correct_boot(&mut conn, "b2", offset).unwrap(),
+        0,
+        "done once"
+    );
+}
