@@ -214,9 +214,20 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         .filter(|r| r.quality == Quality::Bad)
         .map(|r| r.sensor.clone())
         .collect();
+    let buffer = &ctx.config.buffer;
+    let limits = readings::Limits {
+        max_rows: buffer.max_rows,
+        max_size: buffer.max_size,
+        min_free_disk: buffer.min_free_disk,
+    };
+    let state_dir = ctx.config.agent.state_dir.clone();
     let seqs = ctx
         .store
-        .call(move |c| readings::insert_cycle(c, &readings, clock, &boot))
+        .call(move |c| {
+            let seqs = readings::insert_cycle(c, &readings, clock, &boot)?;
+            readings::enforce_limits(c, &limits, || readings::free_disk(&state_dir))?;
+            Ok(seqs)
+        })
         .await
         .map_err(|e| Failure::Error(format!("cannot store readings: {e}")))?;
     match seqs {

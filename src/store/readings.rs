@@ -5,7 +5,7 @@
 //! keeps the boot it was taken in and its time since boot, so a clock that becomes
 //! trusted later can re-stamp it. Upload, acknowledgement and limits are not here yet.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 pub use crate::clock::BootTime;
@@ -88,6 +88,115 @@ pub fn correct_boot(
     )?;
     tx.commit()?;
     Ok(corrected)
+}
+
+/// The buffer's caps (SPEC section 3; `[buffer]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_rows: u64,
+    pub max_size: u64,
+    pub min_free_disk: u64,
+}
+
+/// Rows removed in one step when a cap is passed: a small share of the cap, so the
+/// buffer settles just under it rather than far below.
+fn chunk(limits: &Limits) -> i64 {
+    i64::try_from((limits.max_rows / 100).clamp(100, 10_000)).unwrap_or(100)
+}
+
+/// Keeps the buffer within its caps: while there are more rows than `max_rows`, the
+/// database uses more than `max_size`, or the disk has less than `min_free_disk`
+/// free (`free_disk`, when known), the oldest rows go, in chunks: readings the server
+/// already has first, then the oldest pending ones, never the newest. Pending rows
+/// dropped are added to `dropped_total`. Deleted pages are reused, so the file stops
+/// growing. Returns the pending rows dropped.
+pub fn enforce_limits(
+    conn: &mut Connection,
+    limits: &Limits,
+    free_disk: impl Fn() -> Option<u64>,
+) -> Result<u64, StoreError> {
+    let mut dropped = 0u64;
+    // Bounded: each pass removes a chunk, and a database holds finitely many.
+    for _ in 0..10_000 {
+        // Rows leave only from the oldest end, so the seq span is the row count, read
+        // from the index ends instead of a scan of millions of rows every cycle.
+        let rows: i64 = conn.query_row(
+            "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM readings",
+            [],
+            |r| r.get(0),
+        )?;
+        let used: i64 = conn.query_row(
+            "SELECT (page_count - freelist_count) * page_size
+             FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+            [],
+            |r| r.get(0),
+        )?;
+        let over_rows = u64::try_from(rows).unwrap_or(0) > limits.max_rows;
+        let over_size = u64::try_from(used).unwrap_or(0) > limits.max_size;
+        let low_disk = free_disk().is_some_and(|free| free < limits.min_free_disk);
+        if !(over_rows || over_size || low_disk) || rows == 0 {
+            break;
+        }
+        let excess = if over_rows {
+            rows - i64::try_from(limits.max_rows).unwrap_or(i64::MAX)
+        } else {
+            0
+        };
+        let step = excess.max(chunk(limits)).min(rows);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let acked = tx.execute(
+            "DELETE FROM readings WHERE seq IN (
+                 SELECT seq FROM readings WHERE acked_ms IS NOT NULL ORDER BY seq LIMIT ?1)",
+            [step],
+        )?;
+        let rest = step - i64::try_from(acked).unwrap_or(0);
+        if rest > 0 {
+            let pending = tx.execute(
+                "DELETE FROM readings WHERE seq IN (
+                     SELECT seq FROM readings WHERE acked_ms IS NULL ORDER BY seq LIMIT ?1)",
+                [rest],
+            )?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('dropped_total', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?1",
+                [i64::try_from(pending).unwrap_or(0)],
+            )?;
+            dropped += u64::try_from(pending).unwrap_or(0);
+        }
+        tx.commit()?;
+    }
+    if dropped > 0 {
+        tracing::error!(
+            dropped,
+            "buffer limit reached: oldest readings the server does not have were dropped"
+        );
+    }
+    Ok(dropped)
+}
+
+/// Pending readings dropped at a cap since the database was created.
+pub fn dropped_total(conn: &Connection) -> Result<u64, StoreError> {
+    let n: Option<i64> = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'dropped_total'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+pub fn free_disk(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we own from a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// Readings not yet acknowledged.

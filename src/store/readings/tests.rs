@@ -135,3 +135,122 @@ fn readings_taken_before_the_clock_was_trusted_are_restamped_for_this_boot_only(
         "done once"
     );
 }
+
+fn cycle_of(n: usize) -> Vec<Reading> {
+    let ts = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+    (0..n)
+        .map(|i| Reading::good(&format!("s{i}"), ts, i as f64, Some("u")))
+        .collect()
+}
+
+fn seqs(conn: &Connection) -> Vec<i64> {
+    conn.prepare("SELECT seq FROM readings ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+const ROOMY: Limits = Limits {
+    max_rows: 1_000_000,
+    max_size: 1 << 40,
+    min_free_disk: 0,
+};
+
+#[test]
+fn at_the_row_cap_the_oldest_go_uploaded_first_and_pending_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    insert_cycle(&mut conn, &cycle_of(250), ClockQuality::Synced, &boot).unwrap();
+    // The first 60 reached the server.
+    conn.execute("UPDATE readings SET acked_ms = 1 WHERE seq <= 60", [])
+        .unwrap();
+    let limits = Limits {
+        max_rows: 200,
+        ..ROOMY
+    };
+    assert_eq!(enforce_limits(&mut conn, &limits, || None).unwrap(), 40);
+    assert_eq!(dropped_total(&conn).unwrap(), 40);
+    let left = seqs(&conn);
+    assert_eq!(
+        left.len(),
+        150,
+        "a chunk of 100 (more than the excess of 50) went: 150 left"
+    );
+    assert_eq!(
+        *left.first().unwrap(),
+        101,
+        "the oldest went: uploaded ones, then pending"
+    );
+    assert_eq!(*left.last().unwrap(), 250, "never the newest");
+    // Under the cap nothing happens; seqs go on from where they were.
+    assert_eq!(enforce_limits(&mut conn, &limits, || None).unwrap(), 0);
+    assert_eq!(
+        insert_cycle(&mut conn, &cycle_of(1), ClockQuality::Synced, &boot).unwrap(),
+        Some((251, 251))
+    );
+}
+
+#[test]
+fn at_the_size_cap_the_file_stops_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    let limits = Limits {
+        max_size: 256 * 1024,
+        ..ROOMY
+    };
+    let pages =
+        |c: &Connection| -> i64 { c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap() };
+    let mut sizes = Vec::new();
+    for _ in 0..60 {
+        insert_cycle(&mut conn, &cycle_of(100), ClockQuality::Synced, &boot).unwrap();
+        enforce_limits(&mut conn, &limits, || None).unwrap();
+        sizes.push(pages(&conn));
+    }
+    assert!(dropped_total(&conn).unwrap() > 0);
+    let settled = sizes[45..].iter().max().unwrap() - sizes[45..].iter().min().unwrap();
+    assert!(settled <= 2, "the file stops growing: {sizes:?}");
+    assert!(*sizes.last().unwrap() * 4096 <= 320 * 1024, "{sizes:?}");
+    assert_eq!(*seqs(&conn).last().unwrap(), 6000, "the newest is kept");
+}
+
+#[test]
+fn a_full_disk_drops_the_oldest_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    insert_cycle(&mut conn, &cycle_of(1000), ClockQuality::Synced, &boot).unwrap();
+    // A disk whose free space grows by 1 KiB for every row dropped, from nothing.
+    let rows = std::cell::Cell::new(1000i64);
+    let limits = Limits {
+        min_free_disk: 300 * 1024,
+        max_rows: 10_000,
+        ..ROOMY
+    };
+    let dropped = enforce_limits(&mut conn, &limits, || {
+        let now: i64 = conn_count(&dir);
+        rows.set(now);
+        Some(u64::try_from(1000 - now).unwrap() * 1024)
+    })
+    .unwrap();
+    assert_eq!(dropped, 300);
+    assert_eq!(rows.get(), 700);
+}
+
+fn conn_count(dir: &tempfile::TempDir) -> i64 {
+    let c = crate::store::open(dir.path()).unwrap();
+    c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap()
+}
