@@ -177,7 +177,7 @@ async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
                 tracing::info!(job = %job.name, "upload: no [upload] section; readings stay buffered")
             }
         },
-        JobKind::Cleanup => cleanup(job, ctx)?,
+        JobKind::Cleanup => cleanup(job, ctx).await?,
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
     }
     Ok(())
@@ -239,22 +239,38 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
     Ok(())
 }
 
-/// Deletes rotated logs past `log_max_age`; only on a trusted clock, since a clock in
-/// 2099 would make every file old.
-fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
-    let agent = &ctx.config.agent;
-    let Some(dir) = &agent.log_dir else {
-        tracing::info!(job = %job.name, "cleanup: no log_dir; nothing to prune");
-        return Ok(());
-    };
+/// Keeps the gateway tidy, age-based deletion only on a trusted clock (a clock in
+/// 2099 would make everything old): rotated logs past `log_max_age`, and readings the
+/// server acknowledged more than `keep_uploaded` ago. Then lets SQLite refresh its
+/// query statistics.
+async fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     let now = ctx.clock.now();
     if !now.trusted {
         tracing::info!(job = %job.name, "cleanup: clock not trusted; age-based deletion waits");
         return Ok(());
     }
-    let removed = crate::logging::prune_old_logs(dir, agent.log_max_age, now.wall.into())
-        .map_err(|e| Failure::Error(format!("pruning logs in {}: {e}", dir.display())))?;
-    tracing::info!(job = %job.name, removed, "cleanup: old logs pruned");
+    let agent = &ctx.config.agent;
+    if let Some(dir) = &agent.log_dir {
+        let removed = crate::logging::prune_old_logs(dir, agent.log_max_age, now.wall.into())
+            .map_err(|e| Failure::Error(format!("pruning logs in {}: {e}", dir.display())))?;
+        tracing::info!(job = %job.name, removed, "cleanup: old logs pruned");
+    }
+    let keep = chrono::Duration::from_std(ctx.config.buffer.keep_uploaded)
+        .unwrap_or(chrono::Duration::MAX);
+    let cutoff = now
+        .wall
+        .checked_sub_signed(keep)
+        .map_or(i64::MIN, |t| t.timestamp_millis());
+    let pruned = ctx
+        .store
+        .call(move |c| {
+            let pruned = readings::prune_uploaded(c, cutoff)?;
+            c.execute_batch("PRAGMA optimize;")?;
+            Ok(pruned)
+        })
+        .await
+        .map_err(|e| Failure::Error(format!("pruning uploaded readings: {e}")))?;
+    tracing::info!(job = %job.name, pruned, "cleanup: uploaded readings past retention pruned");
     Ok(())
 }
 

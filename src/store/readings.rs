@@ -199,6 +199,18 @@ pub fn free_disk(path: &std::path::Path) -> Option<u64> {
     Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
+/// Deletes readings the server acknowledged before `acked_before_ms`; returns how
+/// many. Pending readings are never touched.
+pub fn prune_uploaded(conn: &mut Connection, acked_before_ms: i64) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let pruned = tx.execute(
+        "DELETE FROM readings WHERE acked_ms IS NOT NULL AND acked_ms < ?1",
+        [acked_before_ms],
+    )?;
+    tx.commit()?;
+    Ok(pruned)
+}
+
 /// Readings not yet acknowledged.
 pub fn pending_count(conn: &Connection) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row("SELECT count(*) FROM pending", [], |r| r.get(0))?;

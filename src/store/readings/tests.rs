@@ -254,3 +254,30 @@ fn conn_count(dir: &tempfile::TempDir) -> i64 {
     c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
         .unwrap()
 }
+
+#[test]
+fn retention_prunes_only_readings_acknowledged_long_enough_ago() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    insert_cycle(&mut conn, &cycle_of(6), ClockQuality::Synced, &boot).unwrap();
+    conn.execute("UPDATE readings SET acked_ms = 1000 WHERE seq <= 2", [])
+        .unwrap();
+    conn.execute(
+        "UPDATE readings SET acked_ms = 5000 WHERE seq IN (3, 4)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(prune_uploaded(&mut conn, 2000).unwrap(), 2);
+    assert_eq!(seqs(&conn), vec![3, 4, 5, 6]);
+    assert_eq!(prune_uploaded(&mut conn, i64::MAX).unwrap(), 2);
+    assert_eq!(
+        seqs(&conn),
+        vec![5, 6],
+        "pending readings stay, however old"
+    );
+    assert_eq!(pending_count(&conn).unwrap(), 2);
+}
