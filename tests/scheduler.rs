@@ -591,22 +591,12 @@ fn a_manual_run_starts_now_and_respects_a_running_job() {
 /// obeys pause, resume and run-now through its handle.
 #[tokio::test]
 async fn the_shell_records_runs_and_obeys_its_handle() {
-    use std::sync::Arc;
-    use tidegate::clock::{Clock, TestClock};
-    use tidegate::store::{self, StoreHandle, jobs as job_store};
+    use tidegate::clock::TestClock;
+    use tidegate::store::jobs as job_store;
 
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[agent]\nid = \"t\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\n[jobs.heartbeat]\nevery = \"1s\"\n",
-        dir.path().display()
-    );
-    let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
-    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(TestClock::new(tidegate::clock::wall_now(), true));
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let (handle, task) = tidegate::scheduler::spawn(config, clock, store.clone(), shutdown.clone())
-        .await
-        .unwrap();
+    let clock = TestClock::new(tidegate::clock::wall_now(), true);
+    let shell = Shell::start("[jobs.heartbeat]\nevery = \"1s\"\n", clock).await;
+    let (handle, store) = (shell.handle.clone(), shell.store.clone());
     let record = |name: &'static str| {
         let store = store.clone();
         async move {
@@ -652,8 +642,7 @@ async fn the_shell_records_runs_and_obeys_its_handle() {
     assert_eq!(history[0].origin, "manual");
     assert!(handle.run_now("nope").await.is_err());
 
-    shutdown.cancel();
-    task.await.unwrap();
+    shell.stop().await;
     assert!(
         handle.run_now("cleanup").await.is_err(),
         "a stopped scheduler says so"
@@ -664,32 +653,19 @@ async fn the_shell_records_runs_and_obeys_its_handle() {
 /// synchronises it; later ones are taken as synced.
 #[tokio::test]
 async fn readings_taken_before_the_clock_was_trusted_are_corrected_when_it_is() {
-    use std::sync::Arc;
     use tidegate::clock::{Clock, TestClock};
-    use tidegate::store::{self, StoreHandle};
 
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[agent]\nid = \"t\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\n[jobs.sample]\nevery = \"1s\"\n[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n[[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n",
-        dir.path().display()
-    );
-    let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
-    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
     let test_clock = TestClock::at(1970, 1, 1, 0, 0, 30, false);
-    let clock: Arc<dyn Clock> = Arc::new(test_clock.clone());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let (_handle, task) =
-        tidegate::scheduler::spawn(config, clock, store.clone(), shutdown.clone())
-            .await
-            .unwrap();
+    let sampling = "[jobs.sample]\nevery = \"1s\"\n[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n[[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = { base = 7.5 }\n";
+    let shell = Shell::start(sampling, test_clock.clone()).await;
+    let store = shell.store.clone();
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let synced_at = utc(2026, 11, 23, 1, 0, 0);
     test_clock.step(synced_at - test_clock.now().wall);
     test_clock.set_trusted(true);
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    shutdown.cancel();
-    task.await.unwrap();
+    shell.stop().await;
 
     let rows: Vec<(i64, String)> = store
         .call(|c| {
@@ -715,5 +691,46 @@ async fn readings_taken_before_the_clock_was_trusted_are_corrected_when_it_is() 
     }
     for (ts, _) in &after {
         assert!(*ts >= trust, "{ts}");
+    }
+}
+
+/// The real scheduler task on a fresh database, for tests that run in real time.
+struct Shell {
+    _dir: tempfile::TempDir,
+    store: tidegate::store::StoreHandle,
+    handle: tidegate::scheduler::SchedulerHandle,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Shell {
+    /// Starts it with `rest` after a minimal `[agent]` table.
+    async fn start(rest: &str, clock: tidegate::clock::TestClock) -> Shell {
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[agent]\nid = \"t\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\n{rest}",
+            dir.path().display()
+        );
+        let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
+        let store = tidegate::store::StoreHandle::spawn(tidegate::store::open(dir.path()).unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (handle, task) =
+            tidegate::scheduler::spawn(config, Arc::new(clock), store.clone(), shutdown.clone())
+                .await
+                .unwrap();
+        Shell {
+            _dir: dir,
+            store,
+            handle,
+            task,
+            shutdown,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
     }
 }
