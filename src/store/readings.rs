@@ -3,7 +3,7 @@
 //! Invariants: `seq` comes from SQLite's AUTOINCREMENT, so it grows by one per stored
 //! reading and is never reused; a cycle is stored whole or not at all. Each reading
 //! keeps the boot it was taken in and its time since boot, so a clock that becomes
-//! trusted later can re-stamp it. Upload, acknowledgement and limits are not here yet.
+//! trusted later can re-stamp it.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -160,6 +160,13 @@ pub fn enforce_limits(
                 "INSERT INTO meta (key, value) VALUES ('dropped_total', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?1",
                 [i64::try_from(pending).unwrap_or(0)],
+            )?;
+            // An open batch that lost readings is no longer the batch its key named:
+            // forget it, and its survivors go out in a new batch.
+            tx.execute(
+                "DELETE FROM batches
+                 WHERE NOT EXISTS (SELECT 1 FROM readings WHERE seq = batches.first_seq)",
+                [],
             )?;
             dropped += u64::try_from(pending).unwrap_or(0);
         }

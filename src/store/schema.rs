@@ -68,6 +68,34 @@ const MIGRATIONS: &[&str] = &[
      CREATE VIEW pending AS
          SELECT seq, sensor, ts, value, unit, quality, clock, error
          FROM readings WHERE acked_ms IS NULL;",
+    // 3: upload batches and the dead letter (SPEC section 4).
+    "-- A batch is a fixed seq range, recorded before it is first sent, so a retry (after a
+     -- crash too) carries the same Idempotency-Key and the same readings. Open batches
+     -- only: a delivered batch's row is deleted as its readings are acknowledged.
+     CREATE TABLE batches (
+         first_seq   INTEGER PRIMARY KEY,
+         last_seq    INTEGER NOT NULL,
+         created_ms  INTEGER NOT NULL,
+         attempts    INTEGER NOT NULL DEFAULT 0,
+         last_status INTEGER,           -- the last HTTP status, null for a network error
+         last_error  TEXT
+     ) STRICT;
+     -- Readings the server refused, isolated one by one. The reading itself stays in
+     -- `readings` (so seqs stay dense there); requeue-dead deletes rows here.
+     CREATE TABLE dead_letter (
+         seq      INTEGER PRIMARY KEY REFERENCES readings (seq) ON DELETE CASCADE,
+         batch    TEXT NOT NULL,        -- the key of the batch that isolated it
+         status   INTEGER NOT NULL,     -- the HTTP status of the refusal
+         response TEXT,                 -- the start of the server's answer
+         dead_ms  INTEGER NOT NULL
+     ) STRICT;
+     DROP VIEW pending;
+     -- What the server does not have yet and may still take: dead letters excluded.
+     CREATE VIEW pending AS
+         SELECT seq, sensor, ts, value, unit, quality, clock, error
+         FROM readings r
+         WHERE acked_ms IS NULL
+           AND NOT EXISTS (SELECT 1 FROM dead_letter d WHERE d.seq = r.seq);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
