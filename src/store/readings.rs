@@ -74,7 +74,9 @@ pub fn insert_cycle(
 /// one transaction: their time becomes their time since boot plus `offset_ms` (the
 /// trusted wall clock minus the time since boot) and their clock `corrected`. Returns
 /// how many were corrected. Readings of other boots stay `unsynced`: their offset
-/// can never be known.
+/// can never be known. So do readings already sent (acknowledged, or in a batch
+/// whose key promises the same readings on every retry); the uploader holds back
+/// correctable readings to make that rare.
 pub fn correct_boot(
     conn: &mut Connection,
     boot_id: &str,
@@ -83,7 +85,9 @@ pub fn correct_boot(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let corrected = tx.execute(
         "UPDATE readings SET ts = boot_ms + ?2, clock = 'corrected'
-         WHERE boot_id = ?1 AND clock = 'unsynced'",
+         WHERE boot_id = ?1 AND clock = 'unsynced' AND acked_ms IS NULL
+           AND NOT EXISTS (SELECT 1 FROM batches b
+                           WHERE readings.seq BETWEEN b.first_seq AND b.last_seq)",
         params![boot_id, offset_ms],
     )?;
     tx.commit()?;
@@ -118,13 +122,7 @@ pub fn enforce_limits(
     let mut dropped = 0u64;
     // Bounded: each pass removes a chunk, and a database holds finitely many.
     for _ in 0..10_000 {
-        // Rows leave only from the oldest end, so the seq span is the row count, read
-        // from the index ends instead of a scan of millions of rows every cycle.
-        let rows: i64 = conn.query_row(
-            "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM readings",
-            [],
-            |r| r.get(0),
-        )?;
+        let rows = i64::try_from(counts(conn)?.readings).unwrap_or(i64::MAX);
         let used: i64 = conn.query_row(
             "SELECT (page_count - freelist_count) * page_size
              FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
@@ -218,10 +216,43 @@ pub fn prune_uploaded(conn: &mut Connection, acked_before_ms: i64) -> Result<usi
     Ok(pruned)
 }
 
-/// Readings not yet acknowledged.
+/// How many readings the buffer holds, by state; kept by triggers, so reading them
+/// costs nothing however large the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Rows in `readings`.
+    pub readings: u64,
+    /// Readings the server acknowledged.
+    pub acked: u64,
+    /// Readings isolated in the dead letter.
+    pub dead: u64,
+}
+
+impl Counts {
+    /// Readings waiting for the server: the rows of the `pending` view.
+    pub fn pending(&self) -> u64 {
+        self.readings.saturating_sub(self.acked + self.dead)
+    }
+}
+
+pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(conn.query_row(
+        "SELECT readings, acked, dead FROM counts",
+        [],
+        |r| {
+            Ok(Counts {
+                readings: n(r.get(0)?),
+                acked: n(r.get(1)?),
+                dead: n(r.get(2)?),
+            })
+        },
+    )?)
+}
+
+/// Readings not yet acknowledged (dead letters excluded).
 pub fn pending_count(conn: &Connection) -> Result<u64, StoreError> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM pending", [], |r| r.get(0))?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    Ok(counts(conn)?.pending())
 }
 
 #[cfg(test)]

@@ -281,3 +281,62 @@ fn retention_prunes_only_readings_acknowledged_long_enough_ago() {
     );
     assert_eq!(pending_count(&conn).unwrap(), 2);
 }
+
+#[test]
+fn the_kept_counts_match_the_rows_through_every_kind_of_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    let counted = |conn: &Connection| {
+        let q = |sql: &str| -> u64 {
+            let n: i64 = conn.query_row(sql, [], |r| r.get(0)).unwrap();
+            u64::try_from(n).unwrap()
+        };
+        let truth = Counts {
+            readings: q("SELECT count(*) FROM readings"),
+            acked: q("SELECT count(*) FROM readings WHERE acked_ms IS NOT NULL"),
+            dead: q("SELECT count(*) FROM dead_letter"),
+        };
+        assert_eq!(counts(conn).unwrap(), truth);
+        assert_eq!(truth.pending(), q("SELECT count(*) FROM pending"));
+        truth
+    };
+    for _ in 0..10 {
+        insert_cycle(&mut conn, &cycle_of(10), ClockQuality::Synced, &boot).unwrap();
+    }
+    assert_eq!(counted(&conn).pending(), 100);
+    conn.execute("UPDATE readings SET acked_ms = 5 WHERE seq <= 30", [])
+        .unwrap();
+    // Acknowledging twice counts once.
+    conn.execute("UPDATE readings SET acked_ms = 6 WHERE seq <= 40", [])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO dead_letter (seq, batch, status, dead_ms) VALUES (41, 'k', 422, 1), (42, 'k', 422, 1)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        counted(&conn),
+        Counts {
+            readings: 100,
+            acked: 40,
+            dead: 2
+        }
+    );
+    conn.execute("DELETE FROM dead_letter WHERE seq = 42", [])
+        .unwrap();
+    prune_uploaded(&mut conn, 6).unwrap();
+    let limits = Limits {
+        max_rows: 50,
+        max_size: u64::MAX,
+        min_free_disk: 0,
+    };
+    // Drops reach the dead letter at seq 41: the cascade keeps `dead` right.
+    enforce_limits(&mut conn, &limits, || None).unwrap();
+    let after = counted(&conn);
+    assert!(after.readings <= 50, "{after:?}");
+    assert_eq!(after.dead, 0, "{after:?}");
+}
