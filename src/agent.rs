@@ -54,7 +54,9 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         }
     }
 
-    let conn = store::open(&agent.state_dir)?;
+    // A corrupt database is moved aside and replaced here, loudly, rather than
+    // failing every start: a crash loop would stop the pond's data altogether.
+    let conn = store::recover::open_checked(&agent.state_dir)?.conn;
     let epoch = store::epoch(&conn)?;
     let store = StoreHandle::spawn(conn);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(agent.clock));

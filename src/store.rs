@@ -14,6 +14,7 @@
 
 pub mod jobs;
 pub mod readings;
+pub mod recover;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -355,6 +355,40 @@ every = "1s"
     }
 }
 
+#[test]
+fn a_corrupt_buffer_at_start_is_moved_aside_and_sampling_goes_on_in_a_new_epoch() {
+    let site = Site::new(
+        "[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\n[[sensor]]\nid = \"p.do\"\nbus = \"sim\"\nmodel = { base = 7.5 }\n\n[jobs.sample]\nevery = \"1s\"\n",
+    );
+    std::fs::create_dir_all(site.state_dir()).unwrap();
+    let garbage = b"SQLite format 3\0 but then nothing a database would hold".repeat(100);
+    std::fs::write(site.state_dir().join("buffer.db"), &garbage).unwrap();
+    let mut agent = site.start();
+    agent.wait_for_log("the buffer database is corrupt", START);
+    agent.wait_for_log("sample: readings stored", START);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    let kept: Vec<_> = std::fs::read_dir(site.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("buffer.db.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(std::fs::read(&kept[0]).unwrap()[100..] == garbage[100..]);
+    let db = tidegate::store::open(&site.state_dir()).unwrap();
+    assert_eq!(tidegate::store::epoch(&db).unwrap().len(), 32);
+    let first: i64 = db
+        .query_row("SELECT min(seq) FROM readings", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(first, 1, "the new database starts at seq 1");
+    // A second start finds the new database sound and keeps it.
+    let mut agent = site.start();
+    agent.wait_for_log("agent started", START);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(START), Some(0));
+    assert!(!agent.log().contains("corrupt"), "{}", agent.log());
+}
+
 /// Commissioning against a real line: a Modbus RTU device on a pty, a dead slave, a
 /// simulated bus. Multi-threaded so the device answers while the CLI runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
