@@ -49,6 +49,8 @@ pub struct JobContext {
     pub clock: Arc<dyn Clock>,
     pub store: StoreHandle,
     pub sampler: Arc<Sampler>,
+    /// Readings sampled while the buffer could not take them.
+    pub held: Arc<readings::Held>,
 }
 
 impl JobContext {
@@ -60,6 +62,7 @@ impl JobContext {
             clock,
             store,
             sampler,
+            held: Arc::default(),
         }
     }
 
@@ -75,6 +78,7 @@ impl JobContext {
             clock: Arc::clone(&self.clock),
             store: self.store.clone(),
             sampler,
+            held: Arc::clone(&self.held),
         }
     }
 }
@@ -221,16 +225,27 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         min_free_disk: buffer.min_free_disk,
     };
     let state_dir = ctx.config.agent.state_dir.clone();
-    let seqs = ctx
+    let held = Arc::clone(&ctx.held);
+    let cycle = readings::Cycle {
+        readings,
+        clock,
+        boot,
+    };
+    let stored = ctx
         .store
         .call(move |c| {
-            let seqs = readings::insert_cycle(c, &readings, clock, &boot)?;
-            readings::enforce_limits(c, &limits, || readings::free_disk(&state_dir))?;
-            Ok(seqs)
+            readings::store_cycle(c, &held, cycle, &limits, || {
+                readings::free_disk(&state_dir)
+            })
         })
         .await
-        .map_err(|e| Failure::Error(format!("cannot store readings: {e}")))?;
-    match seqs {
+        .map_err(|e| {
+            Failure::Error(format!(
+                "cannot store readings ({e}); {} readings held in memory until the buffer takes them",
+                ctx.held.len()
+            ))
+        })?;
+    match stored.seqs {
         Some((first, last)) => {
             tracing::info!(job = %job.name, good, bad = ?bad, first, last, "sample: readings stored")
         }

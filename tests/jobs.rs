@@ -487,3 +487,67 @@ async fn a_tcp_peer_that_goes_away_reads_bad_and_is_read_again_when_back() {
     );
     assert!(back.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+/// A card that fills up: the sample job fails and says what it holds, the agent's
+/// world goes on, and the held cycles are stored in order once there is room.
+#[tokio::test]
+async fn a_full_disk_fails_sampling_loudly_and_storing_resumes_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[agent]\nid = \"t\"\nstate_dir = \"{}\"\ntimezone = \"UTC\"\n\
+         [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+         [[sensor]]\nid = \"p.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n\
+         [[sensor]]\nid = \"p.temp\"\nbus = \"sim\"\nmodel = {{ base = 18.0 }}\n",
+        dir.path().display()
+    );
+    let config = Arc::new(config::parse_str(&text, "t.toml").expect("valid"));
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, true));
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    let ctx = JobContext::new(Arc::clone(&config), clock, store.clone());
+    let sample = config.job("sample").unwrap().clone();
+    let never = CancellationToken::new();
+    let run = || job::run(&sample, &ctx, &never);
+    assert_eq!(run().await.outcome, Outcome::Success);
+    let readings = |store: StoreHandle| async move {
+        store
+            .call(|c| Ok(c.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap()
+    };
+    store
+        .call(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            Ok(c.pragma_update(None, "max_page_count", pages)?)
+        })
+        .await
+        .unwrap();
+    let stored_before = readings(store.clone()).await;
+    // Cycles fit in the last page's free space for a while; then none does.
+    let mut runs = 0;
+    let mut failed = 0;
+    while failed < 3 {
+        let report = run().await;
+        runs += 1;
+        if report.outcome == Outcome::Failure {
+            failed += 1;
+            let error = report.error.unwrap();
+            assert!(error.contains("full"), "{error}");
+            assert!(
+                error.contains(&format!("{} readings held in memory", failed * 2)),
+                "{error}"
+            );
+        }
+        assert!(runs < 500, "the database never filled");
+    }
+    assert_eq!(ctx.held.len(), 6);
+    store
+        .call(|c| Ok(c.pragma_update(None, "max_page_count", 1_000_000)?))
+        .await
+        .unwrap();
+    assert_eq!(run().await.outcome, Outcome::Success);
+    assert!(ctx.held.is_empty());
+    assert_eq!(
+        readings(store.clone()).await,
+        stored_before + 2 * (runs + 1)
+    );
+}

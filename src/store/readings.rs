@@ -102,18 +102,25 @@ pub struct Limits {
     pub min_free_disk: u64,
 }
 
-/// Rows removed in one step when a cap is passed: a small share of the cap, so the
-/// buffer settles just under it rather than far below.
+/// On a disk below `min_free_disk` the file must not grow: the oldest rows go until
+/// this much room is free inside the file for the next readings (some 800 of them).
+/// Deleting rows gives pages back to the file, not the disk, so dropping until the
+/// disk itself has room again would empty the buffer when something else fills it.
+const LOW_DISK_ROOM: i64 = 64 * 1024;
+
+/// Rows removed in one step when a cap is passed: a small share of the cap (some
+/// 80 KiB of rows at most), so the buffer settles just under it rather than far below.
 fn chunk(limits: &Limits) -> i64 {
-    i64::try_from((limits.max_rows / 100).clamp(100, 10_000)).unwrap_or(100)
+    i64::try_from((limits.max_rows / 100).clamp(100, 1_000)).unwrap_or(100)
 }
 
 /// Keeps the buffer within its caps: while there are more rows than `max_rows`, the
 /// database uses more than `max_size`, or the disk has less than `min_free_disk`
-/// free (`free_disk`, when known), the oldest rows go, in chunks: readings the server
-/// already has first, then the oldest pending ones, never the newest. Pending rows
-/// dropped are added to `dropped_total`. Deleted pages are reused, so the file stops
-/// growing. Returns the pending rows dropped.
+/// free (`free_disk`, when known) and the file has less than [`LOW_DISK_ROOM`] free
+/// inside, the oldest rows go, in chunks: readings the server already has first, then
+/// the oldest pending ones, never the newest. Pending rows dropped are added to
+/// `dropped_total`. Deleted pages are reused, so the file stops growing. Returns the
+/// pending rows dropped.
 pub fn enforce_limits(
     conn: &mut Connection,
     limits: &Limits,
@@ -123,15 +130,16 @@ pub fn enforce_limits(
     // Bounded: each pass removes a chunk, and a database holds finitely many.
     for _ in 0..10_000 {
         let rows = i64::try_from(counts(conn)?.readings).unwrap_or(i64::MAX);
-        let used: i64 = conn.query_row(
-            "SELECT (page_count - freelist_count) * page_size
+        let (used, room): (i64, i64) = conn.query_row(
+            "SELECT (page_count - freelist_count) * page_size, freelist_count * page_size
              FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let over_rows = u64::try_from(rows).unwrap_or(0) > limits.max_rows;
         let over_size = u64::try_from(used).unwrap_or(0) > limits.max_size;
-        let low_disk = free_disk().is_some_and(|free| free < limits.min_free_disk);
+        let low_disk =
+            room < LOW_DISK_ROOM && free_disk().is_some_and(|free| free < limits.min_free_disk);
         if !(over_rows || over_size || low_disk) || rows == 0 {
             break;
         }
@@ -154,11 +162,7 @@ pub fn enforce_limits(
                      SELECT seq FROM readings WHERE acked_ms IS NULL ORDER BY seq LIMIT ?1)",
                 [rest],
             )?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('dropped_total', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?1",
-                [i64::try_from(pending).unwrap_or(0)],
-            )?;
+            add_dropped(&tx, u64::try_from(pending).unwrap_or(0))?;
             // An open batch that lost readings is no longer the batch its key named:
             // forget it, and its survivors go out in a new batch.
             tx.execute(
@@ -177,6 +181,141 @@ pub fn enforce_limits(
         );
     }
     Ok(dropped)
+}
+
+/// One sampling cycle on its way to the buffer.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    pub readings: Vec<Reading>,
+    pub clock: ClockQuality,
+    pub boot: BootTime,
+}
+
+/// Readings held in memory at most while the buffer cannot take them: about a day
+/// and a half of 24 sensors every 5 minutes, a megabyte or two.
+pub const MAX_HELD: usize = 10_000;
+
+/// Cycles the buffer could not take yet (a full disk, a failing card), oldest first.
+/// They are stored, in order and before anything newer, as soon as a write succeeds;
+/// past [`MAX_HELD`] readings the oldest held go and are counted in `dropped_total`
+/// once the buffer takes writes again. What is held when the agent stops is lost,
+/// and said so.
+#[derive(Debug, Default)]
+pub struct Held {
+    state: std::sync::Mutex<HeldState>,
+}
+
+#[derive(Debug, Default)]
+struct HeldState {
+    cycles: std::collections::VecDeque<Cycle>,
+    readings: usize,
+    /// Held readings dropped for room and not yet added to `dropped_total`.
+    dropped: u64,
+}
+
+impl Held {
+    /// Readings waiting in memory.
+    pub fn len(&self) -> usize {
+        self.lock().readings
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldState> {
+        // A panic while holding the lock cannot leave the queue half-changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let state = self.lock();
+        if state.readings > 0 {
+            tracing::error!(
+                readings = state.readings,
+                "stopping with readings the buffer never took (disk full?): they are lost"
+            );
+        }
+    }
+}
+
+/// What [`store_cycle`] did: the seqs given to this call's readings, first and last
+/// (`None` when nothing was stored), and how many readings are still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub seqs: Option<(i64, i64)>,
+    pub held: usize,
+}
+
+/// Stores `cycle` after any cycles held from earlier failures, in order, then keeps
+/// the buffer within `limits`. A cycle the database refuses (disk full) is kept in
+/// `held` and the error returned; the next call tries again.
+pub fn store_cycle(
+    conn: &mut Connection,
+    held: &Held,
+    cycle: Cycle,
+    limits: &Limits,
+    free_disk: impl Fn() -> Option<u64>,
+) -> Result<Stored, StoreError> {
+    let mut state = held.lock();
+    state.readings += cycle.readings.len();
+    state.cycles.push_back(cycle);
+    while state.readings > MAX_HELD {
+        let Some(oldest) = state.cycles.pop_front() else {
+            break;
+        };
+        state.readings -= oldest.readings.len();
+        state.dropped += oldest.readings.len() as u64;
+    }
+    // Room first: on a low disk the oldest rows make way for the new ones. A failure
+    // here must not keep the readings out; the check after them says it again.
+    if let Err(err) = enforce_limits(conn, limits, &free_disk) {
+        tracing::warn!(error = %err, "cannot make room in the buffer before storing");
+    }
+    let mut seqs: Option<(i64, i64)> = None;
+    while let Some(next) = state.cycles.front() {
+        match insert_cycle(conn, &next.readings, next.clock, &next.boot) {
+            Ok(got) => {
+                if let Some((first, last)) = got {
+                    seqs = Some((seqs.map_or(first, |s| s.0), last));
+                }
+                state.readings -= next.readings.len();
+                state.cycles.pop_front();
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    held = state.readings,
+                    "the buffer cannot take readings: holding them in memory until it can"
+                );
+                return Err(err);
+            }
+        }
+    }
+    if state.dropped > 0 {
+        add_dropped(conn, state.dropped)?;
+        tracing::error!(
+            dropped = state.dropped,
+            "readings held in memory while the buffer was full were dropped, oldest first"
+        );
+        state.dropped = 0;
+    }
+    enforce_limits(conn, limits, &free_disk)?;
+    Ok(Stored {
+        seqs,
+        held: state.readings,
+    })
+}
+
+fn add_dropped(conn: &Connection, n: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('dropped_total', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?1",
+        [i64::try_from(n).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
 }
 
 /// Pending readings dropped at a cap since the database was created.

@@ -224,35 +224,151 @@ fn at_the_size_cap_the_file_stops_growing() {
 }
 
 #[test]
-fn a_full_disk_drops_the_oldest_until_there_is_room() {
+fn a_low_disk_drops_only_enough_that_the_file_stops_growing() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = crate::store::open(dir.path()).unwrap();
     let boot = BootTime {
         boot_id: "b".into(),
         since_boot_ms: 0,
     };
-    insert_cycle(&mut conn, &cycle_of(1000), ClockQuality::Synced, &boot).unwrap();
-    // A disk whose free space grows by 1 KiB for every row dropped, from nothing.
-    let rows = std::cell::Cell::new(1000i64);
+    for _ in 0..50 {
+        insert_cycle(&mut conn, &cycle_of(100), ClockQuality::Synced, &boot).unwrap();
+    }
     let limits = Limits {
-        min_free_disk: 300 * 1024,
-        max_rows: 10_000,
+        min_free_disk: 64 << 20,
         ..ROOMY
     };
-    let dropped = enforce_limits(&mut conn, &limits, || {
-        let now: i64 = conn_count(&dir);
-        rows.set(now);
-        Some(u64::try_from(1000 - now).unwrap() * 1024)
-    })
-    .unwrap();
-    assert_eq!(dropped, 300);
-    assert_eq!(rows.get(), 700);
+    // Something else filled the card: deleting rows cannot give the disk space back.
+    let full = || Some(0);
+    let dropped = enforce_limits(&mut conn, &limits, full).unwrap();
+    assert!(dropped > 0, "the oldest make room");
+    assert!(dropped < 2500, "not the whole buffer: {dropped}");
+    assert_eq!(dropped_total(&conn).unwrap(), dropped);
+    assert_eq!(
+        seqs(&conn)[0],
+        i64::try_from(dropped).unwrap() + 1,
+        "oldest first"
+    );
+    assert_eq!(
+        enforce_limits(&mut conn, &limits, full).unwrap(),
+        0,
+        "room inside the file is enough"
+    );
+    let pages =
+        |c: &Connection| -> i64 { c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap() };
+    let before = pages(&conn);
+    for _ in 0..100 {
+        insert_cycle(&mut conn, &cycle_of(24), ClockQuality::Synced, &boot).unwrap();
+        enforce_limits(&mut conn, &limits, full).unwrap();
+    }
+    assert!(
+        pages(&conn) <= before,
+        "the file does not grow on a full disk"
+    );
+    assert_eq!(
+        *seqs(&conn).last().unwrap(),
+        5000 + 2400,
+        "the newest are kept"
+    );
 }
 
-fn conn_count(dir: &tempfile::TempDir) -> i64 {
-    let c = crate::store::open(dir.path()).unwrap();
-    c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+#[test]
+fn a_full_database_holds_cycles_in_memory_and_stores_them_in_order_when_room_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    let held = Held::default();
+    let cycle = |i: i64| {
+        let ts = chrono::DateTime::from_timestamp_millis(1_795_395_600_000 + i * 300_000).unwrap();
+        Cycle {
+            readings: (0..24)
+                .map(|s| Reading::good(&format!("s{s}"), ts, i as f64, Some("u")))
+                .collect(),
+            clock: ClockQuality::Synced,
+            boot: boot.clone(),
+        }
+    };
+    let stored = store_cycle(&mut conn, &held, cycle(0), &ROOMY, || None).unwrap();
+    assert_eq!(
+        stored,
+        Stored {
+            seqs: Some((1, 24)),
+            held: 0
+        }
+    );
+    // The disk is full: not one more page.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let mut i = 1;
+    while held.len() < 24 * 5 {
+        // A cycle may still fit in a half-empty page; sooner or later none does.
+        match store_cycle(&mut conn, &held, cycle(i), &ROOMY, || None) {
+            Ok(s) => assert_eq!(s.held, 0),
+            Err(e) => assert!(e.to_string().contains("full"), "{e}"),
+        }
+        i += 1;
+        assert!(i < 1000, "the database never filled");
+    }
+    let stored_before: i64 = conn
+        .query_row("SELECT max(seq) FROM readings", [], |r| r.get(0))
+        .unwrap();
+    // Room again: everything held goes in first, in order, then the new cycle.
+    conn.pragma_update(None, "max_page_count", 1_000_000)
+        .unwrap();
+    let stored = store_cycle(&mut conn, &held, cycle(i), &ROOMY, || None).unwrap();
+    assert_eq!(stored.held, 0);
+    assert!(held.is_empty());
+    assert_eq!(stored.seqs, Some((stored_before + 1, (i + 1) * 24)));
+    let values: Vec<f64> = conn
+        .prepare("SELECT value FROM readings WHERE sensor = 's0' ORDER BY seq")
         .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<f64> = (0..=i).map(|i| i as f64).collect();
+    assert_eq!(values, expected, "every cycle once, oldest first");
+    assert_eq!(dropped_total(&conn).unwrap(), 0);
+}
+
+#[test]
+fn held_readings_past_the_bound_drop_oldest_first_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    let held = Held::default();
+    let big = |v: f64| Cycle {
+        readings: vec![
+            Reading::good("s", chrono::Utc.timestamp_millis_opt(0).unwrap(), v, None);
+            MAX_HELD / 4
+        ],
+        clock: ClockQuality::Synced,
+        boot: boot.clone(),
+    };
+    // A database that refuses every write, as a dying card does.
+    conn.execute_batch("PRAGMA query_only = 1").unwrap();
+    for v in 0..6 {
+        assert!(store_cycle(&mut conn, &held, big(f64::from(v)), &ROOMY, || None).is_err());
+    }
+    assert_eq!(held.len(), MAX_HELD);
+    conn.execute_batch("PRAGMA query_only = 0").unwrap();
+    let stored = store_cycle(&mut conn, &held, big(6.0), &ROOMY, || None).unwrap();
+    assert_eq!(stored.held, 0);
+    let first: f64 = conn
+        .query_row("SELECT value FROM readings ORDER BY seq LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(first, 3.0, "cycles 0..=2 made room for the newer ones");
+    assert_eq!(dropped_total(&conn).unwrap(), 3 * (MAX_HELD / 4) as u64);
 }
 
 #[test]
