@@ -29,6 +29,10 @@ impl ClockQuality {
     }
 }
 
+/// Rows per INSERT statement: one statement for a whole cycle of a typical gateway,
+/// well inside SQLite's limit of bound parameters (9 a row).
+const ROWS_PER_INSERT: usize = 64;
+
 /// Stores one cycle's readings in one transaction; returns the seqs given, first and
 /// last (`None` for an empty cycle).
 pub fn insert_cycle(
@@ -41,33 +45,36 @@ pub fn insert_cycle(
         return Ok(None);
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut seqs = (0, 0);
-    {
-        let mut insert = tx.prepare_cached(
+    let mut first = None;
+    for rows in readings.chunks(ROWS_PER_INSERT) {
+        // One statement per chunk size, prepared once and cached.
+        let sql = format!(
             "INSERT INTO readings (sensor, ts, value, unit, quality, clock, error, boot_id, boot_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for (i, r) in readings.iter().enumerate() {
-            insert.execute(params![
-                r.sensor,
-                r.ts.timestamp_millis(),
-                r.value,
-                r.unit,
-                r.quality.as_str(),
-                clock.as_str(),
-                r.error,
-                boot.boot_id,
-                boot.since_boot_ms
-            ])?;
-            let seq = tx.last_insert_rowid();
-            if i == 0 {
-                seqs.0 = seq;
-            }
-            seqs.1 = seq;
+             VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ")
+        );
+        let mut insert = tx.prepare_cached(&sql)?;
+        let mut i = 1;
+        for r in rows {
+            insert.raw_bind_parameter(i, &r.sensor)?;
+            insert.raw_bind_parameter(i + 1, r.ts.timestamp_millis())?;
+            insert.raw_bind_parameter(i + 2, r.value)?;
+            insert.raw_bind_parameter(i + 3, &r.unit)?;
+            insert.raw_bind_parameter(i + 4, r.quality.as_str())?;
+            insert.raw_bind_parameter(i + 5, clock.as_str())?;
+            insert.raw_bind_parameter(i + 6, &r.error)?;
+            insert.raw_bind_parameter(i + 7, &boot.boot_id)?;
+            insert.raw_bind_parameter(i + 8, boot.since_boot_ms)?;
+            i += 9;
         }
+        insert.raw_execute()?;
+        // The rows of one statement get consecutive seqs: this is the only writer.
+        let last = tx.last_insert_rowid();
+        first.get_or_insert(last + 1 - rows.len() as i64);
     }
+    let last = tx.last_insert_rowid();
     tx.commit()?;
-    Ok(Some(seqs))
+    Ok(first.map(|first| (first, last)))
 }
 
 /// Re-stamps the readings of boot `boot_id` taken before the clock was trusted, in
@@ -130,12 +137,12 @@ pub fn enforce_limits(
     // Bounded: each pass removes a chunk, and a database holds finitely many.
     for _ in 0..10_000 {
         let rows = i64::try_from(counts(conn)?.readings).unwrap_or(i64::MAX);
-        let (used, room): (i64, i64) = conn.query_row(
-            "SELECT (page_count - freelist_count) * page_size, freelist_count * page_size
-             FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (used, room): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT (page_count - freelist_count) * page_size, freelist_count * page_size
+                 FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let over_rows = u64::try_from(rows).unwrap_or(0) > limits.max_rows;
         let over_size = u64::try_from(used).unwrap_or(0) > limits.max_size;
         let low_disk =
@@ -269,14 +276,19 @@ pub fn store_cycle(
         state.readings -= oldest.readings.len();
         state.dropped += oldest.readings.len() as u64;
     }
-    // Room first: on a low disk the oldest rows make way for the new ones. A failure
-    // here must not keep the readings out; the check after them says it again.
-    if let Err(err) = enforce_limits(conn, limits, &free_disk) {
-        tracing::warn!(error = %err, "cannot make room in the buffer before storing");
-    }
     let mut seqs: Option<(i64, i64)> = None;
+    let mut made_room = false;
     while let Some(next) = state.cycles.front() {
-        match insert_cycle(conn, &next.readings, next.clock, &next.boot) {
+        let mut inserted = insert_cycle(conn, &next.readings, next.clock, &next.boot);
+        if inserted.is_err() && !made_room {
+            // A full file on a low disk: the oldest rows make way, then once more.
+            made_room = true;
+            if let Err(err) = enforce_limits(conn, limits, &free_disk) {
+                tracing::warn!(error = %err, "cannot make room in the buffer");
+            }
+            inserted = insert_cycle(conn, &next.readings, next.clock, &next.boot);
+        }
+        match inserted {
             Ok(got) => {
                 if let Some((first, last)) = got {
                     seqs = Some((seqs.map_or(first, |s| s.0), last));
@@ -376,15 +388,15 @@ impl Counts {
 
 pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(
-        conn.query_row("SELECT readings, acked, dead FROM counts", [], |r| {
+    Ok(conn
+        .prepare_cached("SELECT readings, acked, dead FROM counts")?
+        .query_row([], |r| {
             Ok(Counts {
                 readings: n(r.get(0)?),
                 acked: n(r.get(1)?),
                 dead: n(r.get(2)?),
             })
-        })?,
-    )
+        })?)
 }
 
 /// Readings not yet acknowledged (dead letters excluded).
