@@ -5,6 +5,7 @@
 //! Every command but `run` works while an agent runs: they read the same database
 //! through their own short transactions.
 
+mod buffer;
 mod jobs;
 mod sample;
 
@@ -50,6 +51,11 @@ enum Command {
     Job {
         #[command(subcommand)]
         action: JobAction,
+    },
+    /// The reading buffer: its figures, its readings, an export, the dead letter.
+    Buffer {
+        #[command(subcommand)]
+        action: buffer::Action,
     },
 }
 
@@ -114,6 +120,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Job {
             action: JobAction::Run { name },
         } => jobs::run_one(&cli.config, &name),
+        Command::Buffer { action } => buffer::run(&cli.config, action),
     }
 }
 

@@ -12,6 +12,7 @@
 //! lose the last commits since the last checkpoint's sync. For job bookkeeping that
 //! loses at most a few counter increments.
 
+pub mod inspect;
 pub mod jobs;
 pub mod readings;
 pub mod recover;
@@ -51,6 +52,16 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("no database at {path}: the agent has stored nothing with this state_dir")]
+    Missing { path: PathBuf },
+    #[error(
+        "database {path} has schema {found}, this build needs {known}: start the agent once to upgrade it"
+    )]
+    TooOld {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database writer has stopped")]
@@ -83,6 +94,28 @@ pub fn open(state_dir: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(open_err)?;
     schema::migrate(&mut conn, &path)?;
+    Ok(conn)
+}
+
+/// Opens the database in `state_dir` for a command beside a running agent: never
+/// creates it (a missing file is [`StoreError::Missing`]) and never migrates it (a
+/// schema other than this build's is an error), but waits for the agent's writer like
+/// [`open`] does. Journal mode and the rest are properties of the file, set by `open`.
+pub fn open_existing(state_dir: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let path = state_dir.join(DB_FILE);
+    if !path.is_file() {
+        return Err(StoreError::Missing { path });
+    }
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    // Without SQLITE_OPEN_CREATE: a file removed since the check above stays missing.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    schema::check(&conn, &path)?;
     Ok(conn)
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod agent;
+mod buffer;
 mod config;
 mod jobs;
 mod scheduler;

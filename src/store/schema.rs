@@ -156,6 +156,19 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Refuses a database whose schema is not this build's, for connections that must not
+/// migrate it (the CLI beside a running agent).
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let path = path.to_path_buf();
+    match found.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(StoreError::TooOld { path, found, known }),
+        std::cmp::Ordering::Greater => Err(StoreError::TooNew { path, found, known }),
+    }
+}
+
 /// 128 random bits as lower-case hex.
 fn new_epoch() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
