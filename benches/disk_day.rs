@@ -1,7 +1,9 @@
 //! Bytes written to the card in a day at the default schedule with 24 sensors.
 //!
 //! The real scheduler, jobs and database writer run a simulated day on a paused
-//! tokio clock (so a day takes seconds): heartbeat every 30 s, sample every 5 min
+//! tokio clock moved on a second at a time (so a day takes seconds; a task that only
+//! yields keeps the runtime from skipping ahead on its own while a job waits for the
+//! writer thread): heartbeat every 30 s, sample every 5 min
 //! (24 simulated sensors), upload every hour, cleanup at 03:30. The server is stood in
 //! for by acknowledging every pending reading at each hour, as a delivered batch
 //! does, so the day's writes include acknowledgements and retention. The figures
@@ -67,10 +69,23 @@ fn main() {
         )
         .await
         .expect("scheduler");
+        // Never idle, so the paused clock moves only when advanced below.
+        tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
         for day in 1..=days {
             let (w0, b0) = io();
             for _hour in 0..24 {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                for _ in 0..3600 {
+                    tokio::time::advance(Duration::from_secs(1)).await;
+                    // Let the second's runs reach the writer, and the writer finish them.
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                        store.call(|_| Ok(())).await.expect("writer");
+                    }
+                }
                 let now = clock.now().wall.timestamp_millis();
                 store
                     .call(move |c| {
@@ -103,6 +118,17 @@ fn main() {
                 pages as f64 * 4096.0 / 1048576.0
             );
         }
+        let runs: Vec<(String, i64)> = store
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT name, runs FROM job_state ORDER BY name")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .expect("runs");
+        println!("runs: {runs:?}");
         shutdown.cancel();
         task.await.expect("scheduler task");
     });

@@ -289,10 +289,17 @@ async fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs `job` and records the run in the store: a row at the start (so a crash leaves
-/// an open run that the next start-up closes as aborted) and its outcome at the end.
-/// Both writes are queued to the writer thread without waiting, in order, so a run
-/// never waits for the database to start.
+/// A run still going after this long gets its row at once, so a crash leaves an open
+/// run that the next start-up closes as aborted. A shorter run (a heartbeat, a sample:
+/// milliseconds) is written once, whole, when it ends: every commit costs an SD card
+/// a few pages, and half the pages of a day's writes were the rows of runs that
+/// lasted milliseconds.
+const OPEN_RUN_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs `job` and records the run in the store: a row once it has run for
+/// [`OPEN_RUN_AFTER`], and its outcome at the end (or both at once for a short run).
+/// The writes are queued to the writer thread without waiting, in order, so a run
+/// never waits for the database.
 pub async fn run_recorded(
     job: &JobConfig,
     ctx: &JobContext,
@@ -304,16 +311,27 @@ pub async fn run_recorded(
     let started = ctx.clock.now().wall;
     // The row id, once the writer has inserted the start (0 until then, or if it failed).
     let run_id = Arc::new(AtomicI64::new(0));
-    let (name, id) = (job.name.clone(), Arc::clone(&run_id));
-    store.submit("cannot record run start", move |c| {
-        id.store(
-            jobs::start_run(c, &name, origin, started, nominal)?,
-            Ordering::Release,
-        );
-        Ok(())
-    });
-    tracing::debug!(job = %job.name, ?origin, "run started");
-    let report = run(job, ctx, cancel).await;
+    let work = run(job, ctx, cancel);
+    tokio::pin!(work);
+    let mut opened = false;
+    let report = tokio::select! {
+        report = &mut work => report,
+        () = tokio::time::sleep(OPEN_RUN_AFTER) => {
+            opened = true;
+            let (name, id) = (job.name.clone(), Arc::clone(&run_id));
+            store.submit("cannot record run start", move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                id.store(
+                    jobs::start_run(&tx, &name, origin, started, nominal)?,
+                    Ordering::Release,
+                );
+                tx.commit()?;
+                Ok(())
+            });
+            tracing::debug!(job = %job.name, ?origin, "run still going: recorded as open");
+            work.await
+        }
+    };
     match &report.error {
         None => {
             tracing::info!(job = %job.name, attempts = report.attempts, duration = ?report.duration, "run succeeded")
@@ -330,6 +348,12 @@ pub async fn run_recorded(
     );
     let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
     store.submit("cannot record run outcome", move |c| {
+        if !opened {
+            let error = error.as_deref();
+            return jobs::record_run(
+                c, &name, origin, started, nominal, outcome, error, ms, attempts,
+            );
+        }
         match run_id.load(Ordering::Acquire) {
             0 => Ok(()),
             id => jobs::finish_run(c, &name, id, outcome, error.as_deref(), ms, attempts),

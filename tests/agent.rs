@@ -220,6 +220,10 @@ every = "2s"
         site.job("tick")["runs"].as_u64().unwrap_or(0) >= 3
     });
     agent.wait_for_log("long-started", START);
+    // A run gets its open row once it has run a second.
+    eventually(START, "the long run is recorded as open", || {
+        site.job("long")["state"] == "running"
+    });
     agent.signal(libc::SIGKILL);
     assert_eq!(agent.wait_exit(START), None, "killed by a signal");
 

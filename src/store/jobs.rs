@@ -171,6 +171,41 @@ pub fn finish_run(
     attempts: u32,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    finish_in(&tx, name, run_id, outcome, error, duration_ms, attempts)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records a whole run, start and outcome, in one transaction: what a short run
+/// writes, once, when it has ended.
+#[allow(clippy::too_many_arguments)]
+pub fn record_run(
+    conn: &mut Connection,
+    name: &str,
+    origin: Origin,
+    started: DateTime<Utc>,
+    nominal: Option<DateTime<Utc>>,
+    outcome: Outcome,
+    error: Option<&str>,
+    duration_ms: u64,
+    attempts: u32,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let id = start_run(&tx, name, origin, started, nominal)?;
+    finish_in(&tx, name, id, outcome, error, duration_ms, attempts)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn finish_in(
+    tx: &Connection,
+    name: &str,
+    run_id: i64,
+    outcome: Outcome,
+    error: Option<&str>,
+    duration_ms: u64,
+    attempts: u32,
+) -> Result<(), StoreError> {
     let duration = i64::try_from(duration_ms).unwrap_or(i64::MAX);
     tx.prepare_cached(
         "UPDATE job_runs SET outcome = ?2, error = ?3, duration_ms = ?4, attempts = ?5
@@ -190,7 +225,6 @@ pub fn finish_run(
              SELECT id FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?
     .execute(params![name, HISTORY])?;
-    tx.commit()?;
     Ok(())
 }
 
