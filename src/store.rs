@@ -15,6 +15,7 @@
 pub mod jobs;
 pub mod readings;
 mod schema;
+pub mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
