@@ -5,4 +5,5 @@
 //! sender that forms batches from the buffer and posts them comes with the buffer's
 //! limits and acknowledgements.
 
+pub mod encode;
 pub mod policy;
