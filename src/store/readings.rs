@@ -237,17 +237,15 @@ impl Counts {
 
 pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(conn.query_row(
-        "SELECT readings, acked, dead FROM counts",
-        [],
-        |r| {
+    Ok(
+        conn.query_row("SELECT readings, acked, dead FROM counts", [], |r| {
             Ok(Counts {
                 readings: n(r.get(0)?),
                 acked: n(r.get(1)?),
                 dead: n(r.get(2)?),
             })
-        },
-    )?)
+        })?,
+    )
 }
 
 /// Readings not yet acknowledged (dead letters excluded).
