@@ -7,3 +7,4 @@ mod agent;
 mod config;
 mod jobs;
 mod scheduler;
+mod upload;
