@@ -670,6 +670,18 @@ async fn an_unreadable_token_file_fails_the_run_and_sends_nothing() {
     assert_eq!(gw.status().await.last_error, Some(error));
 }
 
+#[tokio::test]
+async fn a_url_that_cannot_be_used_is_reported_without_its_password() {
+    let gw = Gateway::new("http://farm:hunter2@127.0.0.1:99999/v1", "").await;
+    gw.sample(1).await;
+    let error = gw.run().await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("cannot set up uploading to http://farm:***@127.0.0.1:99999/v1: "),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"));
+}
+
 // The real binary.
 
 /// A site whose `[upload]` goes to `url`, with `n` readings already stored.

@@ -67,7 +67,7 @@ impl Client {
     /// A client for `config`, with the token file read now.
     pub fn new(config: &UploadConfig) -> Result<Client, UploadError> {
         let setup = |reason: String| UploadError::Setup {
-            url: config.url.clone(),
+            url: crate::config::mask_url(&config.url),
             reason,
         };
         let url = reqwest::Url::parse(&config.url).map_err(|e| setup(e.to_string()))?;
