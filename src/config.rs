@@ -16,6 +16,7 @@ mod last_good;
 pub mod node;
 mod parse;
 mod print;
+mod secret;
 mod units;
 
 use std::collections::BTreeMap;
@@ -29,8 +30,10 @@ use chrono_tz::Tz;
 pub use crate::cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors};
 pub use last_good::{LoadedConfig, Source, load_with_fallback, save_last_good};
+pub(crate) use parse::mask_url;
 pub use parse::{load, parse_json, parse_str};
 pub use print::to_toml_masked;
+pub use secret::read_secret_file;
 pub use units::{parse_duration, parse_size};
 
 /// Where the agent reads its configuration unless `--config` says otherwise.

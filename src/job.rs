@@ -149,7 +149,7 @@ async fn attempt(
     if let JobKind::Command(spec) = &job.kind {
         return command::run(&job.name, spec, job.timeout, cancel).await;
     }
-    let work = builtin(job, ctx);
+    let work = builtin(job, ctx, cancel);
     let limit = async {
         match job.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -157,15 +157,22 @@ async fn attempt(
         }
     };
     tokio::select! {
+        // The work first: a job that watches `cancel` itself (the upload) ends in its
+        // own words rather than being dropped mid-sentence.
+        biased;
         result = work => result,
         () = limit => Err(Failure::Timeout),
         () = cancel.cancelled() => Err(Failure::Cancelled),
     }
 }
 
-/// The built-in jobs. The heartbeat and the upload need the MQTT client and the
-/// uploader, which are not part of this build yet, and say so.
-async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
+/// The built-in jobs. The heartbeat needs the MQTT client, which is not part of this
+/// build yet, and says so.
+async fn builtin(
+    job: &JobConfig,
+    ctx: &JobContext,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
     let config = &ctx.config;
     match &job.kind {
         JobKind::Heartbeat => {
@@ -173,13 +180,10 @@ async fn builtin(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
             tracing::info!(job = %job.name, trusted = now.trusted, mqtt = config.mqtt.is_some(), "heartbeat: alive; health publishing over MQTT is not in this build");
         }
         JobKind::Sample { sensors } => sample(job, ctx, sensors.as_deref()).await?,
-        JobKind::Upload => match &config.upload {
-            Some(upload) => {
-                tracing::info!(job = %job.name, url = %upload.url, "upload: the uploader is not in this build; readings stay buffered")
-            }
-            None => {
-                tracing::info!(job = %job.name, "upload: no [upload] section; readings stay buffered")
-            }
+        JobKind::Upload => match crate::upload::run(ctx, cancel).await {
+            Ok(_) => {}
+            Err(crate::upload::UploadError::Stopped) => return Err(Failure::Cancelled),
+            Err(e) => return Err(Failure::Error(e.to_string())),
         },
         JobKind::Cleanup => cleanup(job, ctx).await?,
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),

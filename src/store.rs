@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod readings;
 pub mod recover;
 mod schema;
+pub mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

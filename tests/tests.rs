@@ -8,3 +8,4 @@ mod buffer;
 mod config;
 mod jobs;
 mod scheduler;
+mod upload;

@@ -1,5 +1,6 @@
 //! Fakes and harnesses shared by the integration tests.
 
 pub mod agent;
+pub mod ingest;
 pub mod modbus;
 pub mod sim;
