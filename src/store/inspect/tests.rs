@@ -314,3 +314,26 @@ fn requeue_dead_makes_dead_letters_pending_again() {
     };
     assert_eq!(newest(&conn, &pending, 100).unwrap().len(), 10);
 }
+
+#[test]
+fn requeue_forgets_open_batches_spanning_a_dead_letter_and_no_other() {
+    let (_dir, mut conn) = buffer(10, 1);
+    kill(&conn, &[5]);
+    conn.execute_batch(
+        "INSERT INTO batches (first_seq, last_seq, created_ms) VALUES (4, 6, 0), (7, 8, 0);",
+    )
+    .unwrap();
+    requeue_dead(&mut conn).unwrap();
+    let left: Vec<i64> = conn
+        .prepare("SELECT first_seq FROM batches ORDER BY first_seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![7],
+        "the batch over seq 5 would change its readings"
+    );
+}
