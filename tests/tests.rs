@@ -6,6 +6,7 @@ mod support;
 mod agent;
 mod buffer;
 mod config;
+mod crash;
 mod jobs;
 mod scheduler;
 mod upload;
