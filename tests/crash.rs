@@ -57,9 +57,7 @@ fn chaotic(ingest: &Ingest) {
 }
 
 fn parse_key(key: &str) -> (String, i64, i64) {
-    let mut parts = key.rsplitn(2, ':');
-    let range = parts.next().unwrap();
-    let head = parts.next().unwrap();
+    let (head, range) = key.rsplit_once(':').unwrap();
     let (first, last) = range.split_once('-').unwrap();
     (
         head.to_string(),
