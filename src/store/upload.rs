@@ -101,6 +101,25 @@ pub fn next_batch(
     boot: &BootTime,
     now_ms: i64,
 ) -> Result<Next, StoreError> {
+    // The batch may reach the server the moment this returns, so its readings and its
+    // range must survive a power cut: with `synchronous = NORMAL` a cut may roll back
+    // the latest commits, and their seqs (and this key) would go to other readings.
+    // FULL syncs the WAL at this commit, which makes every earlier commit durable
+    // too: one fsync per batch formed, none for a batch resumed.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let next = form_or_resume(conn, max, boot, now_ms);
+    let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+    let next = next?;
+    restored?;
+    Ok(next)
+}
+
+fn form_or_resume(
+    conn: &mut Connection,
+    max: u32,
+    boot: &BootTime,
+    now_ms: i64,
+) -> Result<Next, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut sensors = Interner::default();
     // Bounded: each pass either returns or deletes an open batch row.

@@ -335,3 +335,18 @@ fn attempts_and_the_upload_status_are_recorded_and_cleared_by_an_acknowledgement
         }
     );
 }
+
+#[test]
+fn forming_a_batch_leaves_the_connection_at_normal_durability() {
+    // Formed under FULL (one sync, so a power cut cannot take back what may be sent);
+    // every later commit of the writer goes back to NORMAL, without a sync each.
+    let (mut conn, _dir) = db();
+    store(&mut conn, 3, ClockQuality::Synced, &here());
+    let level =
+        |c: &Connection| -> i64 { c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+    assert_eq!(level(&conn), 1);
+    batch(next_batch(&mut conn, 2, &here(), NOW_MS).unwrap());
+    assert_eq!(level(&conn), 1, "NORMAL again after forming");
+    batch(next_batch(&mut conn, 2, &here(), NOW_MS).unwrap());
+    assert_eq!(level(&conn), 1, "and after resuming");
+}
