@@ -136,6 +136,17 @@ fn readings_taken_before_the_clock_was_trusted_are_restamped_for_this_boot_only(
     );
 }
 
+/// A new database in its own directory, and a boot to take readings in.
+fn fresh() -> (tempfile::TempDir, Connection, BootTime) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = crate::store::open(dir.path()).unwrap();
+    let boot = BootTime {
+        boot_id: "b".into(),
+        since_boot_ms: 0,
+    };
+    (dir, conn, boot)
+}
+
 fn cycle_of(n: usize) -> Vec<Reading> {
     let ts = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
     (0..n)
@@ -160,12 +171,7 @@ const ROOMY: Limits = Limits {
 
 #[test]
 fn at_the_row_cap_the_oldest_go_uploaded_first_and_pending_drops_are_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     insert_cycle(&mut conn, &cycle_of(250), ClockQuality::Synced, &boot).unwrap();
     // The first 60 reached the server.
     conn.execute("UPDATE readings SET acked_ms = 1 WHERE seq <= 60", [])
@@ -198,12 +204,7 @@ fn at_the_row_cap_the_oldest_go_uploaded_first_and_pending_drops_are_counted() {
 
 #[test]
 fn at_the_size_cap_the_file_stops_growing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     let limits = Limits {
         max_size: 256 * 1024,
         ..ROOMY
@@ -225,12 +226,7 @@ fn at_the_size_cap_the_file_stops_growing() {
 
 #[test]
 fn a_low_disk_drops_only_enough_that_the_file_stops_growing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     for _ in 0..50 {
         insert_cycle(&mut conn, &cycle_of(100), ClockQuality::Synced, &boot).unwrap();
     }
@@ -274,12 +270,7 @@ fn a_low_disk_drops_only_enough_that_the_file_stops_growing() {
 
 #[test]
 fn a_full_database_holds_cycles_in_memory_and_stores_them_in_order_when_room_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     let held = Held::default();
     let cycle = |i: i64| {
         let ts = chrono::DateTime::from_timestamp_millis(1_795_395_600_000 + i * 300_000).unwrap();
@@ -338,12 +329,7 @@ fn a_full_database_holds_cycles_in_memory_and_stores_them_in_order_when_room_ret
 
 #[test]
 fn held_readings_past_the_bound_drop_oldest_first_and_are_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     let held = Held::default();
     let big = |v: f64| Cycle {
         readings: vec![
@@ -373,12 +359,7 @@ fn held_readings_past_the_bound_drop_oldest_first_and_are_counted() {
 
 #[test]
 fn retention_prunes_only_readings_acknowledged_long_enough_ago() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     insert_cycle(&mut conn, &cycle_of(6), ClockQuality::Synced, &boot).unwrap();
     conn.execute("UPDATE readings SET acked_ms = 1000 WHERE seq <= 2", [])
         .unwrap();
@@ -400,12 +381,7 @@ fn retention_prunes_only_readings_acknowledged_long_enough_ago() {
 
 #[test]
 fn the_kept_counts_match_the_rows_through_every_kind_of_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = crate::store::open(dir.path()).unwrap();
-    let boot = BootTime {
-        boot_id: "b".into(),
-        since_boot_ms: 0,
-    };
+    let (_dir, mut conn, boot) = fresh();
     let counted = |conn: &Connection| {
         let q = |sql: &str| -> u64 {
             let n: i64 = conn.query_row(sql, [], |r| r.get(0)).unwrap();
