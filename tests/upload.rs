@@ -568,6 +568,47 @@ async fn poison_answers_isolate_exactly_the_refused_readings_and_the_rest_is_del
     );
 }
 
+/// The operator fixes the server and requeues: the dead letters go out again, in a
+/// new batch with the readings that came since, and are delivered.
+#[tokio::test]
+async fn requeued_dead_letters_are_delivered_once_the_server_takes_them() {
+    let ingest = Ingest::start();
+    ingest.refuse([3, 7], 422);
+    let gw = Gateway::new(&ingest.url(), "batch_size = 50").await;
+    gw.sample(10).await;
+    gw.run().await.unwrap();
+    assert_eq!(gw.dead().await.len(), 2);
+    assert!(
+        gw.pending().await.is_empty(),
+        "dead letters are not pending"
+    );
+
+    // The server is fixed; meanwhile new readings came.
+    ingest.respond_with(|_| Some(Answer::ok()));
+    let before = ingest.request_count();
+    gw.sample(5).await;
+    let requeued = gw
+        .ctx
+        .store
+        .call(|c| tidegate::store::inspect::requeue_dead(c))
+        .await
+        .unwrap();
+    assert_eq!(requeued, 2);
+    assert_eq!(gw.pending().await, [3, 7, 11, 12, 13, 14, 15]);
+    let report = gw.run().await.unwrap();
+    assert_eq!((report.readings, report.dead_lettered), (7, 0));
+    let after = &ingest.requests()[before..];
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0].key.as_deref(),
+        Some(gw.key(3, 15).as_str()),
+        "one new batch, under a key never refused"
+    );
+    assert_eq!(after[0].seqs, [3, 7, 11, 12, 13, 14, 15]);
+    assert!(gw.dead().await.is_empty());
+    assert!(gw.pending().await.is_empty());
+}
+
 #[tokio::test]
 async fn a_server_that_refuses_everything_stops_the_run_before_the_backlog_is_dead_lettered() {
     let ingest = Ingest::start();
