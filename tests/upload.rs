@@ -590,7 +590,7 @@ async fn requeued_dead_letters_are_delivered_once_the_server_takes_them() {
     let requeued = gw
         .ctx
         .store
-        .call(|c| tidegate::store::inspect::requeue_dead(c))
+        .call(tidegate::store::inspect::requeue_dead)
         .await
         .unwrap();
     assert_eq!(requeued, 2);
