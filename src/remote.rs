@@ -11,7 +11,8 @@
 //! validated [`Config`] and persist this [`RemoteState`], or reject with one line for
 //! `config/state` ([`ConfigState`]). [`effective`] lays the persisted overlay over the
 //! file at start-up and on SIGHUP through the same path, so an overlay is never judged
-//! two ways.
+//! two ways. [`Probation`] decides, once `mqtt.config_confirm` has passed, whether an
+//! applied overlay stays or is rolled back.
 //!
 //! Invariants: everything arriving is untrusted and nothing here panics on it; an
 //! error is one line of at most 1 KiB that names the key; the highest version seen is
@@ -25,6 +26,7 @@ mod answer;
 mod envelope;
 mod merge;
 mod policy;
+mod probation;
 mod sign;
 mod state;
 
@@ -32,6 +34,7 @@ use crate::config::node::{self, Table, Value};
 use crate::config::{self, Config, ConfigErrors};
 
 pub use answer::{ConfigState, Status};
+pub use probation::{Baseline, Probation, ReadCounts, Verdict, changed_buses};
 pub use sign::sign;
 pub use state::{Overlay, PROBATION_STARTS, RemoteState, STATE_FILE, StateError};
 
