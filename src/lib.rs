@@ -20,6 +20,7 @@ pub mod scheduler;
 pub mod upload;
 pub mod job;
 pub mod remote;
+pub mod command;
 pub mod agent;
 pub mod logging;
 pub mod cli;
