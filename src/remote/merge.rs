@@ -158,10 +158,15 @@ fn merge_entries(
     let Some(Value::Array(merged)) = root.get_mut(key).map(|e| &mut e.node.value) else {
         return;
     };
+    // The file's entries by name: an overlay of thousands of entries stays linear.
+    let in_file: HashMap<String, usize> = merged
+        .iter()
+        .enumerate()
+        .filter_map(|(at, m)| Some((entry_key(m, id_key)?.to_owned(), at)))
+        .collect();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let id = entry_key(item, id_key);
-        if let Some(id) = id {
+        if let Some(id) = entry_key(item, id_key) {
             if let Some(first) = seen.get(id) {
                 problems.push(Problem {
                     path: format!("{key}[{i}].{id_key}"),
@@ -170,10 +175,7 @@ fn merge_entries(
                 continue;
             }
             seen.insert(id, i);
-            let same = merged.iter().zip(origins.iter()).position(|(m, o)| {
-                matches!(o, Origin::File(_)) && entry_key(m, id_key) == Some(id)
-            });
-            if let Some(at) = same
+            if let Some(&at) = in_file.get(id)
                 && let (Some(slot), Some(origin)) = (merged.get_mut(at), origins.get_mut(at))
             {
                 *slot = unlined(item);
