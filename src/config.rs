@@ -31,6 +31,7 @@ pub use crate::cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors};
 pub use last_good::{LoadedConfig, Source, load_with_fallback, save_last_good};
 pub(crate) use parse::mask_url;
+pub(crate) use parse::read_config;
 pub use parse::{load, parse_json, parse_str};
 pub use print::to_toml_masked;
 pub use secret::read_secret_file;

@@ -19,6 +19,8 @@ pub mod store;
 pub mod scheduler;
 pub mod upload;
 pub mod job;
+pub mod remote;
+pub mod command;
 pub mod agent;
 pub mod logging;
 pub mod cli;

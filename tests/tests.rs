@@ -8,5 +8,6 @@ mod buffer;
 mod config;
 mod crash;
 mod jobs;
+mod remote;
 mod scheduler;
 mod upload;
