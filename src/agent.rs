@@ -157,7 +157,7 @@ async fn reload(path: &Path, running: &Config, scheduler: &SchedulerHandle) -> O
 }
 
 /// Keys the running agent cannot change in place.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
     let mut keys = Vec::new();
     if a.id != b.id {
@@ -175,7 +175,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
-fn remember_good(config: &Config, text: &str) {
+pub(crate) fn remember_good(config: &Config, text: &str) {
     if let Err(e) = config::save_last_good(&config.agent.state_dir, text) {
         tracing::warn!(state_dir = %config.agent.state_dir.display(), error = %e, "cannot keep a copy of the last good configuration");
     }

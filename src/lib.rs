@@ -21,6 +21,7 @@ pub mod upload;
 pub mod job;
 pub mod remote;
 pub mod command;
+pub mod control;
 pub mod agent;
 pub mod logging;
 pub mod cli;
