@@ -79,11 +79,7 @@ pub struct Start {
 
 /// Lays the persisted overlay over the loaded file text, counting this start for an
 /// overlay on probation (rolled back at the third).
-pub fn start(
-    text: &str,
-    origin: &str,
-    file_error: Option<String>,
-) -> Result<Start, ConfigErrors> {
+pub fn start(text: &str, origin: &str, file_error: Option<String>) -> Result<Start, ConfigErrors> {
     let file = FileConfig::new(text, origin)?;
     let state_dir = file.config().agent.state_dir.clone();
     let loaded = RemoteState::load(&state_dir).unwrap_or_else(|e| {
@@ -160,7 +156,9 @@ impl Control {
     /// `config_error` for status and heartbeat: null while the file and its overlay
     /// are valid.
     pub fn config_error(&self) -> Option<String> {
-        self.file_error.clone().or_else(|| self.overlay_error.clone())
+        self.file_error
+            .clone()
+            .or_else(|| self.overlay_error.clone())
     }
 
     /// Answers owed from start-up, and probation resumed for an overlay applied before
@@ -229,7 +227,8 @@ impl Control {
     /// One `config/set` delivery.
     pub async fn push(&mut self, payload: &[u8], retained: bool) {
         let key = self.hmac_key();
-        let decision = remote::consider(payload, retained, &self.remote, &self.file, key.as_deref());
+        let decision =
+            remote::consider(payload, retained, &self.remote, &self.file, key.as_deref());
         let state_dir = self.running.agent.state_dir.clone();
         match decision {
             Decision::Ignore { version } => {
@@ -245,7 +244,8 @@ impl Control {
                     self.remote = self.remote.with_seen(seen);
                     save(&self.remote, &state_dir);
                 }
-                self.out.config_state(&ConfigState::rejected(version, &error));
+                self.out
+                    .config_state(&ConfigState::rejected(version, &error));
             }
             Decision::Apply { config, state } => {
                 let version = state.config_version();
@@ -258,7 +258,8 @@ impl Control {
                     tracing::error!(%error, "config/set rejected");
                     self.remote = self.remote.with_seen(version);
                     save(&self.remote, &state_dir);
-                    self.out.config_state(&ConfigState::rejected(Some(version), &error));
+                    self.out
+                        .config_state(&ConfigState::rejected(Some(version), &error));
                     return;
                 }
                 let previous = std::mem::replace(&mut self.running, Arc::clone(&config));
@@ -285,7 +286,13 @@ impl Control {
     }
 
     fn hmac_key(&self) -> Option<Vec<u8>> {
-        let path = self.file.config().mqtt.as_ref()?.config_hmac_key_file.as_ref()?;
+        let path = self
+            .file
+            .config()
+            .mqtt
+            .as_ref()?
+            .config_hmac_key_file
+            .as_ref()?;
         match config::read_secret_file(path) {
             Ok(key) => Some(key),
             Err(e) => {
@@ -418,7 +425,9 @@ impl Control {
             .store
             .call(|c| {
                 let seq: i64 =
-                    c.query_row("SELECT coalesce(max(seq), 0) FROM readings", [], |r| r.get(0))?;
+                    c.query_row("SELECT coalesce(max(seq), 0) FROM readings", [], |r| {
+                        r.get(0)
+                    })?;
                 let upload = crate::store::upload::status(c)?;
                 let reads = reads_by_sensor(c, seq - PROBATION_READINGS, seq)?;
                 Ok((seq, upload, reads))

@@ -6,6 +6,7 @@ mod support;
 mod agent;
 mod buffer;
 mod config;
+mod control;
 mod crash;
 mod jobs;
 mod remote;
