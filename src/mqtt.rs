@@ -133,9 +133,9 @@ pub struct MqttStats {
     pub heartbeats_dropped: u64,
     /// QoS 1 messages not queued: queue full or too large.
     pub messages_dropped: u64,
-    /// Messages on `config/set` and `cmd/request` handed to the agent.
+    /// Messages that arrived on `config/set` and `cmd/request`.
     pub inbound_received: u64,
-    /// Messages on those topics dropped because the agent was behind.
+    /// Of those, the ones dropped because the agent was behind.
     pub inbound_dropped: u64,
     /// Incoming packets over the limit (each cost a reconnect).
     pub oversize: u64,
@@ -541,14 +541,11 @@ fn forward(shared: &Shared, inbound: &mpsc::Sender<Inbound>, publish: rumqttc::P
         tracing::debug!(%topic, "message on a topic the agent does not serve");
         return;
     };
-    match inbound.try_send(message) {
-        Ok(()) => {
-            bump(&shared.counters.inbound_received);
-        }
-        Err(_) => {
-            let dropped = bump(&shared.counters.inbound_dropped);
-            tracing::warn!(%topic, bytes, dropped, "inbound message dropped: the agent is behind");
-        }
+    // Counted before it is handed over, so whoever reads it sees the count too.
+    bump(&shared.counters.inbound_received);
+    if inbound.try_send(message).is_err() {
+        let dropped = bump(&shared.counters.inbound_dropped);
+        tracing::warn!(%topic, bytes, dropped, "inbound message dropped: the agent is behind");
     }
 }
 
