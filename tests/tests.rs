@@ -8,5 +8,6 @@ mod buffer;
 mod config;
 mod crash;
 mod jobs;
+mod mqtt;
 mod scheduler;
 mod upload;
