@@ -15,7 +15,7 @@ use tidegate::health::{ConfigStatus, Health};
 use tidegate::mqtt::{self, Inbound, MqttHandle, PublishError};
 
 use crate::support::agent::{Agent, Site, eventually};
-use crate::support::broker::{Broker, Watcher, any_broker, unique_prefix};
+use crate::support::broker::{Broker, TlsFront, Watcher, any_broker, tls_fixture, unique_prefix};
 
 const START: Duration = Duration::from_secs(10);
 const SEEN: Duration = Duration::from_secs(10);
@@ -499,6 +499,70 @@ fn a_packet_over_the_limit_does_not_stop_the_heartbeat() {
     });
     let last_status = watcher.on(&status).pop().unwrap();
     assert!(online(&last_status), "{:?}", last_status.json());
+    stop(agent);
+}
+
+#[test]
+fn mqtts_with_the_farm_ca_and_a_client_certificate_brings_the_agent_online() {
+    let broker = Broker::start();
+    let front = TlsFront::start(&broker.url(), true);
+    let prefix = unique_prefix("tls");
+    let status = format!("{prefix}/status");
+    let watcher = Watcher::connect(&broker.url(), &[&status]);
+    let file = |name: &str| tls_fixture(name).display().to_string();
+    let site = site(
+        "tls",
+        &front.url(),
+        &prefix,
+        &format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            file("ca.pem"),
+            file("client.pem"),
+            file("client.key")
+        ),
+    );
+    let agent = site.start();
+    watcher.wait_for(&status, SEEN, "online over TLS", online);
+    stop(agent);
+    watcher.wait_for(&status, SEEN, "offline over TLS", offline);
+}
+
+#[test]
+fn mqtts_to_a_server_the_agent_cannot_trust_is_retried_quietly_and_said_once() {
+    let broker = Broker::start();
+    let front = TlsFront::start(&broker.url(), false);
+    let prefix = unique_prefix("untrusted");
+    let status = format!("{prefix}/status");
+    let watcher = Watcher::connect(&broker.url(), &[&status]);
+    // No ca_file: the system's roots, which do not know the test CA.
+    let site = site(
+        "untrusted",
+        &front.url(),
+        &prefix,
+        "[jobs.heartbeat]\nevery = \"1s\"\n",
+    );
+    let agent = site.start();
+    eventually(SEEN, "the reason is logged", || {
+        agent.log().contains("cannot connect to the broker")
+            || agent.log().contains("cannot set up the broker connection")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let log = agent.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("cannot connect to the broker") || l.contains("cannot set up"))
+        .collect::<Vec<_>>();
+    assert_eq!(said.len(), 1, "once, not once per attempt:\n{log}");
+    assert!(
+        said[0].contains("invalid peer certificate") || said[0].contains("no CA certificates"),
+        "{}",
+        said[0]
+    );
+    assert!(watcher.on(&status).is_empty(), "never online");
+    assert!(
+        site.job("heartbeat")["runs"].as_u64() >= Some(3),
+        "jobs go on"
+    );
     stop(agent);
 }
 
