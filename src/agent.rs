@@ -4,7 +4,9 @@
 //! Invariants: start-up is the first reload (the same load-validate-apply path runs at
 //! boot and on SIGHUP); a configuration is applied whole or not at all; a broken file
 //! never stops the agent while a last good configuration exists. The watchdog is fed
-//! only while the scheduler loop ticks and the database writer answers.
+//! only while the scheduler loop ticks and the database writer answers. With `[mqtt]`
+//! the broker connection starts beside the scheduler and never delays readiness
+//! (offline is normal); what arrives from it is served by [`serve_inbound`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,11 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigErrors, Source};
+use crate::health::{ConfigStatus, Health};
+use crate::job::JobContext;
+use crate::mqtt::{self, Inbound};
 use crate::scheduler::{self, SchedulerHandle};
 use crate::store::{self, StoreHandle};
 
 /// The whole stop must take less than this (SPEC section 8), whatever the jobs do.
 const STOP_LIMIT: Duration = Duration::from_secs(9);
+/// The part of [`STOP_LIMIT`] kept for leaving the broker cleanly.
+const MQTT_STOP_LIMIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -60,20 +67,37 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let epoch = store::epoch(&conn)?;
     let store = StoreHandle::spawn(conn);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(agent.clock));
+    let health = Arc::new(Health::new(
+        clock.now(),
+        ConfigStatus {
+            version: 0,
+            error: config_error.clone(),
+        },
+    ));
+    let (mqtt, inbound) = config
+        .mqtt
+        .as_ref()
+        .map(|m| mqtt::spawn(m, &agent.id, Arc::clone(&health), Arc::clone(&clock)))
+        .unzip();
+    if let Some(inbound) = inbound {
+        tokio::spawn(serve_inbound(inbound));
+    }
     let shutdown = CancellationToken::new();
-    let (scheduler, scheduler_task) = scheduler::spawn(
+    let ctx = JobContext::with_health(
         Arc::clone(&config),
         Arc::clone(&clock),
         store.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+        Arc::clone(&health),
+        mqtt.clone(),
+    );
+    let (scheduler, scheduler_task) = scheduler::spawn_with(ctx, shutdown.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         id = %agent.id,
         state_dir = %agent.state_dir.display(),
         epoch = %epoch,
         jobs = config.jobs.len(),
+        mqtt = config.mqtt.as_ref().map(|m| config::mask_url(&m.url)),
         config_error = config_error.as_deref(),
         "agent started"
     );
@@ -83,17 +107,20 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     ]);
     let watchdog = tokio::spawn(watchdog(scheduler.clone(), store.clone()));
 
-    wait_for_stop(config_path, &config, &scheduler).await?;
+    wait_for_stop(config_path, &config, &scheduler, &health).await?;
 
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
     shutdown.cancel();
-    if tokio::time::timeout(STOP_LIMIT, scheduler_task)
+    if tokio::time::timeout(STOP_LIMIT - MQTT_STOP_LIMIT, scheduler_task)
         .await
         .is_err()
     {
         tracing::error!("scheduler did not stop in time");
+    }
+    if let Some(mqtt) = &mqtt {
+        mqtt.stop(MQTT_STOP_LIMIT).await;
     }
     if let Err(e) = store
         .call(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?))
@@ -110,6 +137,7 @@ async fn wait_for_stop(
     path: &Path,
     running: &Arc<Config>,
     scheduler: &SchedulerHandle,
+    health: &Health,
 ) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -120,16 +148,26 @@ async fn wait_for_stop(
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                if let Some(new) = reload(path, &running, scheduler).await {
-                    running = new;
+                match reload(path, &running, scheduler).await {
+                    Ok(new) => {
+                        running = new;
+                        health.set_config_error(None);
+                    }
+                    Err(Some(error)) => health.set_config_error(Some(error)),
+                    Err(None) => {}
                 }
             }
         }
     }
 }
 
-/// Loads and applies the file; on any problem the running configuration stays.
-async fn reload(path: &Path, running: &Config, scheduler: &SchedulerHandle) -> Option<Arc<Config>> {
+/// Loads and applies the file; on any problem the running configuration stays, and a
+/// broken file's summary comes back for `config_error`.
+async fn reload(
+    path: &Path,
+    running: &Config,
+    scheduler: &SchedulerHandle,
+) -> Result<Arc<Config>, Option<String>> {
     notify(&[sd_notify::NotifyState::Reloading]);
     let result = config::load(path);
     notify(&[sd_notify::NotifyState::Ready]);
@@ -139,8 +177,9 @@ async fn reload(path: &Path, running: &Config, scheduler: &SchedulerHandle) -> O
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
-            tracing::error!(config_error = %summary(&errors), "reload refused: the running configuration stays");
-            return None;
+            let summary = summary(&errors);
+            tracing::error!(config_error = %summary, "reload refused: the running configuration stays");
+            return Err(Some(summary));
         }
     };
     for key in restart_only_changes(running, &new) {
@@ -149,11 +188,11 @@ async fn reload(path: &Path, running: &Config, scheduler: &SchedulerHandle) -> O
     let new = Arc::new(new);
     if let Err(e) = scheduler.reconfigure(Arc::clone(&new)).await {
         tracing::error!(error = %e, "reload could not be applied");
-        return None;
+        return Err(None);
     }
     remember_good(&new, &text);
     tracing::info!(path = %path.display(), "configuration reloaded");
-    Some(new)
+    Ok(new)
 }
 
 /// Keys the running agent cannot change in place.
@@ -172,12 +211,39 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     if a.clock != b.clock {
         keys.push("agent.clock");
     }
+    if old.mqtt != new.mqtt {
+        keys.push("mqtt");
+    }
     keys
 }
 
 pub(crate) fn remember_good(config: &Config, text: &str) {
     if let Err(e) = config::save_last_good(&config.agent.state_dir, text) {
         tracing::warn!(state_dir = %config.agent.state_dir.display(), error = %e, "cannot keep a copy of the last good configuration");
+    }
+}
+
+/// Serves what arrives from the broker. Remote configuration (`config/set`) and
+/// commands (`cmd/request`) are not served by this build yet: each message is logged
+/// at debug level and dropped, and a retained configuration push is read again at the
+/// next connect.
+async fn serve_inbound(mut inbound: tokio::sync::mpsc::Receiver<Inbound>) {
+    while let Some(message) = inbound.recv().await {
+        match message {
+            Inbound::ConfigSet { payload, retained } => {
+                tracing::debug!(
+                    bytes = payload.len(),
+                    retained,
+                    "inbound config/set dropped: remote configuration is not served yet"
+                );
+            }
+            Inbound::Command { payload } => {
+                tracing::debug!(
+                    bytes = payload.len(),
+                    "inbound cmd/request dropped: commands are not served yet"
+                );
+            }
+        }
     }
 }
 

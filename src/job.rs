@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{BootTime, Clock};
 use crate::config::{Config, JobConfig, JobKind, SensorConfig};
+use crate::health::{ConfigStatus, Health};
+use crate::mqtt::{MqttHandle, PublishError};
 use crate::reading::Quality;
 use crate::sensor::sampler::Sampler;
 use crate::store::StoreHandle;
@@ -41,8 +43,8 @@ pub struct RunReport {
     pub duration: Duration,
 }
 
-/// What a run may reach: the configuration it runs under, the clocks, the store and
-/// the buses.
+/// What a run may reach: the configuration it runs under, the clocks, the store, the
+/// buses, the agent's health and, with `[mqtt]`, the broker.
 #[derive(Clone)]
 pub struct JobContext {
     pub config: Arc<Config>,
@@ -51,11 +53,26 @@ pub struct JobContext {
     pub sampler: Arc<Sampler>,
     /// Readings sampled while the buffer could not take them.
     pub held: Arc<readings::Held>,
+    pub health: Arc<Health>,
+    /// `None` without `[mqtt]` (or in a CLI `job run`): the heartbeat only logs.
+    pub mqtt: Option<MqttHandle>,
 }
 
 impl JobContext {
     /// Must be called inside the runtime: it starts the bus tasks.
     pub fn new(config: Arc<Config>, clock: Arc<dyn Clock>, store: StoreHandle) -> JobContext {
+        let health = Arc::new(Health::new(clock.now(), ConfigStatus::default()));
+        JobContext::with_health(config, clock, store, health, None)
+    }
+
+    /// A context whose heartbeat reports `health` and publishes through `mqtt`.
+    pub fn with_health(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        store: StoreHandle,
+        health: Arc<Health>,
+        mqtt: Option<MqttHandle>,
+    ) -> JobContext {
         let sampler = Arc::new(Sampler::start(&config, Arc::clone(&clock), None));
         JobContext {
             config,
@@ -63,6 +80,8 @@ impl JobContext {
             store,
             sampler,
             held: Arc::default(),
+            health,
+            mqtt,
         }
     }
 
@@ -79,6 +98,8 @@ impl JobContext {
             store: self.store.clone(),
             sampler,
             held: Arc::clone(&self.held),
+            health: Arc::clone(&self.health),
+            mqtt: self.mqtt.clone(),
         }
     }
 }
@@ -166,19 +187,14 @@ async fn attempt(
     }
 }
 
-/// The built-in jobs. The heartbeat needs the MQTT client, which is not part of this
-/// build yet, and says so.
+/// The built-in jobs.
 async fn builtin(
     job: &JobConfig,
     ctx: &JobContext,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let config = &ctx.config;
     match &job.kind {
-        JobKind::Heartbeat => {
-            let now = ctx.clock.now();
-            tracing::info!(job = %job.name, trusted = now.trusted, mqtt = config.mqtt.is_some(), "heartbeat: alive; health publishing over MQTT is not in this build");
-        }
+        JobKind::Heartbeat => heartbeat(job, ctx).await?,
         JobKind::Sample { sensors } => sample(job, ctx, sensors.as_deref()).await?,
         JobKind::Upload => match crate::upload::run(ctx, cancel).await {
             Ok(_) => {}
@@ -189,6 +205,30 @@ async fn builtin(
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
     }
     Ok(())
+}
+
+/// Builds the health payload and publishes it. A heartbeat the broker cannot take now
+/// (away, or the client's queue full) is dropped and counted by the client, not
+/// queued: the run still succeeds, since being offline is normal and the next
+/// heartbeat says everything this one would have. Without `[mqtt]` it only logs.
+async fn heartbeat(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
+    let Some(mqtt) = &ctx.mqtt else {
+        let now = ctx.clock.now();
+        tracing::info!(job = %job.name, trusted = now.trusted, "heartbeat: alive (no [mqtt] to publish to)");
+        return Ok(());
+    };
+    let payload = crate::health::heartbeat_payload(&crate::health::heartbeat(ctx).await);
+    match mqtt.publish_heartbeat(&payload) {
+        Ok(()) => Ok(()),
+        Err(error @ PublishError::TooLarge { .. }) => {
+            Err(Failure::Error(format!("heartbeat not published: {error}")))
+        }
+        Err(error) => {
+            let dropped = mqtt.stats().heartbeats_dropped;
+            tracing::debug!(job = %job.name, %error, dropped, "heartbeat dropped");
+            Ok(())
+        }
+    }
 }
 
 /// Reads the enabled sensors (or the job's own list) once and stores the cycle in one

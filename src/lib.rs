@@ -4,8 +4,9 @@
 //! the monotonic clock (intervals) or on a trusted wall clock (cron, one-shots) as the
 //! [`clock`] allows; each run is carried out by [`job`] and its outcome lands in the
 //! [`store`], the one SQLite database under `state_dir` that also holds every reading
-//! until the server has it. The [`agent`] wires these from a config and applies new
-//! ones; the [`cli`] reads the same store, so it works while an agent runs.
+//! until the server has it. The [`health`] figures go to the broker over [`mqtt`]. The
+//! [`agent`] wires these from a config and applies new ones; the [`cli`] reads the
+//! same store, so it works while an agent runs.
 //!
 //! Modules in reading order: vocabulary first, then the pure cores, then the shells.
 
@@ -18,6 +19,8 @@ pub mod sensor;
 pub mod store;
 pub mod scheduler;
 pub mod upload;
+pub mod health;
+pub mod mqtt;
 pub mod job;
 pub mod remote;
 pub mod command;

@@ -97,6 +97,20 @@ pub async fn spawn(
     store: StoreHandle,
     shutdown: CancellationToken,
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+    spawn_with(JobContext::new(config, clock, store), shutdown).await
+}
+
+/// [`spawn`] with the world the runs see made by the caller (the agent's health and
+/// MQTT handle).
+pub async fn spawn_with(
+    ctx: JobContext,
+    shutdown: CancellationToken,
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+    let (config, clock, store) = (
+        Arc::clone(&ctx.config),
+        Arc::clone(&ctx.clock),
+        ctx.store.clone(),
+    );
     let names: Vec<(String, &'static str)> = config
         .jobs
         .iter()
@@ -141,7 +155,7 @@ pub async fn spawn(
     let ticks = Arc::new(AtomicU64::new(0));
     let shell = Shell {
         plan,
-        ctx: JobContext::new(config, clock, store.clone()),
+        ctx,
         store,
         ticks: Arc::clone(&ticks),
         tracker: TaskTracker::new(),

@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod crash;
 mod jobs;
+mod mqtt;
 mod remote;
 mod scheduler;
 mod upload;

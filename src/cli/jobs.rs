@@ -15,7 +15,7 @@ use super::{Failure, load_for_cli, other};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, JobConfig};
 use crate::job::{self, JobContext};
-use crate::store::jobs::{self as job_store, JobRecord, Lifecycle, Origin};
+use crate::store::jobs::{self as job_store, JobRecord, Origin};
 use crate::store::{self, StoreHandle};
 use crate::time::format_utc;
 
@@ -27,12 +27,7 @@ struct Row<'a> {
 
 impl Row<'_> {
     fn state(&self) -> &'static str {
-        match &self.record {
-            _ if !self.job.enabled => "disabled",
-            Some(r) if r.running => "running",
-            Some(r) => r.state.as_str(),
-            None => Lifecycle::Active.as_str(),
-        }
+        crate::health::job_state(self.job, self.record.as_ref())
     }
 
     fn trigger(&self) -> Option<String> {

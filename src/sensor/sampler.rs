@@ -5,6 +5,8 @@
 //! a new configuration keeps the task of every bus whose settings did not change, so
 //! a reload never reopens a port it does not have to. Different buses are read
 //! concurrently; the readings come back in the order the sensors were asked for.
+//! The sampler remembers each sensor's last quality and counts the reads of simulated
+//! buses, for the heartbeat; both survive a reload for the sensors and buses kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,13 +17,24 @@ use super::bus::{self, BusCounters, BusHandle};
 use super::simulated;
 use crate::clock::Clock;
 use crate::config::{BusConfig, BusKind, Config, SensorConfig};
-use crate::reading::Reading;
+use crate::reading::{Quality, Reading};
+
+/// A bus as the sampler holds it: the task of a Modbus bus, or the counters of a
+/// simulated one (whose "requests" are the cycles the simulator answered).
+#[derive(Clone)]
+enum Line {
+    Modbus(BusHandle),
+    Simulated(Arc<Mutex<BusCounters>>),
+}
 
 pub struct Sampler {
-    buses: HashMap<String, (BusConfig, Option<BusHandle>)>,
+    buses: HashMap<String, (BusConfig, Line)>,
     zone: chrono_tz::Tz,
     clock: Arc<dyn Clock>,
     rng: Mutex<fastrand::Rng>,
+    /// Each sensor's last quality, by id; shared with the previous sampler so a run
+    /// still going on it during a reload is remembered too.
+    last: Arc<Mutex<HashMap<String, Quality>>>,
 }
 
 impl Sampler {
@@ -35,19 +48,24 @@ impl Sampler {
                 let kept = previous
                     .and_then(|p| p.buses.get(&cfg.name))
                     .filter(|(old, _)| old == cfg)
-                    .and_then(|(_, handle)| handle.clone());
-                let handle = match cfg.kind {
-                    BusKind::Simulated => None,
-                    _ => Some(kept.unwrap_or_else(|| bus::spawn(cfg.clone(), Arc::clone(&clock)))),
-                };
-                (cfg.name.clone(), (cfg.clone(), handle))
+                    .map(|(_, line)| line.clone());
+                let line = kept.unwrap_or_else(|| match cfg.kind {
+                    BusKind::Simulated => Line::Simulated(Arc::default()),
+                    _ => Line::Modbus(bus::spawn(cfg.clone(), Arc::clone(&clock))),
+                });
+                (cfg.name.clone(), (cfg.clone(), line))
             })
             .collect();
+        let last = previous.map_or_else(Arc::default, |p| Arc::clone(&p.last));
+        last.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| config.sensors.iter().any(|s| &s.id == id));
         Sampler {
             buses,
             zone: config.agent.timezone,
             clock,
             rng: Mutex::new(fastrand::Rng::new()),
+            last,
         }
     }
 
@@ -64,15 +82,21 @@ impl Sampler {
         let mut cycles = JoinSet::new();
         for (name, group) in by_bus {
             match self.buses.get(name) {
-                Some((_, Some(handle))) => {
+                Some((_, Line::Modbus(handle))) => {
                     let handle = handle.clone();
                     cycles.spawn(async move { handle.read(group).await });
                 }
-                Some((_, None)) => {
+                Some((_, Line::Simulated(counters))) => {
                     let refs: Vec<&SensorConfig> = group.iter().collect();
                     let now = self.clock.now().wall;
                     let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                    for r in simulated::read(&refs, now, self.zone, &mut rng) {
+                    let readings = simulated::read(&refs, now, self.zone, &mut rng);
+                    let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
+                    c.requests += 1;
+                    if readings.iter().any(|r| r.quality == Quality::Good) {
+                        c.last_good_read = Some(now);
+                    }
+                    for r in readings {
                         found.insert(r.sensor.clone(), r);
                     }
                 }
@@ -85,7 +109,7 @@ impl Sampler {
             }
         }
         let now = self.clock.now().wall;
-        sensors
+        let readings: Vec<Reading> = sensors
             .iter()
             .map(|s| {
                 found.remove(&s.id).unwrap_or_else(|| {
@@ -97,14 +121,31 @@ impl Sampler {
                     )
                 })
             })
-            .collect()
+            .collect();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &readings {
+            last.insert(r.sensor.clone(), r.quality);
+        }
+        readings
     }
 
-    /// Each Modbus bus's counters, by name.
+    /// Each bus's counters, by name.
     pub fn counters(&self) -> BTreeMap<String, BusCounters> {
         self.buses
             .iter()
-            .filter_map(|(name, (_, handle))| Some((name.clone(), handle.as_ref()?.counters())))
+            .map(|(name, (_, line))| {
+                let counters = match line {
+                    Line::Modbus(handle) => handle.counters(),
+                    Line::Simulated(c) => c.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                };
+                (name.clone(), counters)
+            })
             .collect()
+    }
+
+    /// The quality of each sensor's last read, by id; a sensor not read since the
+    /// start is absent.
+    pub fn last_qualities(&self) -> HashMap<String, Quality> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

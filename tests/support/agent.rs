@@ -13,13 +13,21 @@ pub fn binary() -> &'static str {
 /// A temporary directory holding `tidegate.toml` and the agent's state.
 pub struct Site {
     pub dir: tempfile::TempDir,
+    /// `agent.id`, also the agent's MQTT client id.
+    pub id: String,
 }
 
 impl Site {
     /// A site whose config is the `[agent]` table below followed by `rest`.
     pub fn new(rest: &str) -> Site {
+        Site::with_id("test-gw", rest)
+    }
+
+    /// The same with its own agent id: agents sharing a broker need their own.
+    pub fn with_id(id: &str, rest: &str) -> Site {
         let site = Site {
             dir: tempfile::tempdir().expect("temp dir"),
+            id: id.to_string(),
         };
         site.write_config(rest);
         site
@@ -35,7 +43,8 @@ impl Site {
 
     pub fn write_config(&self, rest: &str) {
         let text = format!(
-            "[agent]\nid = \"test-gw\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\nclock = \"trusted\"\nshutdown_grace = \"1s\"\n{rest}",
+            "[agent]\nid = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"\"\ntimezone = \"UTC\"\nclock = \"trusted\"\nshutdown_grace = \"1s\"\n{rest}",
+            self.id,
             self.state_dir().display()
         );
         std::fs::write(self.config(), text).expect("write config");
@@ -65,6 +74,11 @@ impl Site {
 
     /// Starts `tidegate run` in the background.
     pub fn start(&self) -> Agent {
+        self.start_logging("info")
+    }
+
+    /// Starts `tidegate run` with `TIDEGATE_LOG` set to `filter`.
+    pub fn start_logging(&self, filter: &str) -> Agent {
         let log = self
             .dir
             .path()
@@ -73,7 +87,7 @@ impl Site {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(self.config())
-            .env("TIDEGATE_LOG", "info")
+            .env("TIDEGATE_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
