@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigErrors, Source};
+use crate::control::{self, Control, Outbound};
 use crate::health::{ConfigStatus, Health};
 use crate::job::JobContext;
 use crate::mqtt::{self, Inbound};
+use crate::remote::ConfigState;
 use crate::scheduler::{self, SchedulerHandle};
 use crate::store::{self, StoreHandle};
 
@@ -46,7 +48,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let agent = &config.agent;
     let _log_guard =
         crate::logging::init(agent.log_dir.as_deref(), agent.log_max_size, agent.log_keep)?;
-    let mut config_error = None;
+    let mut file_error = None;
     match &loaded.source {
         Source::File => remember_good(&config, &loaded.text),
         Source::LastGood { errors } => {
@@ -57,9 +59,16 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
                 state_dir = %agent.state_dir.display(),
                 "configuration file is broken; running on the last good configuration until it is fixed"
             );
-            config_error = Some(summary(errors));
+            file_error = Some(summary(errors));
         }
     }
+    // The file (or its last good copy) with the remote overlay laid over it.
+    let start = control::start(&loaded.text, &config_path.display().to_string(), file_error)
+        .map_err(AgentError::Config)?;
+    let answers = start.answers.clone();
+    let config = Arc::new(start.config.clone());
+    let agent = &config.agent;
+    let config_error = start.file_error.clone().or(start.overlay_error.clone());
 
     // A corrupt database is moved aside and replaced here, loudly, rather than
     // failing every start: a crash loop would stop the pond's data altogether.
@@ -79,9 +88,6 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         .as_ref()
         .map(|m| mqtt::spawn(m, &agent.id, Arc::clone(&health), Arc::clone(&clock)))
         .unzip();
-    if let Some(inbound) = inbound {
-        tokio::spawn(serve_inbound(inbound));
-    }
     let shutdown = CancellationToken::new();
     let ctx = JobContext::with_health(
         Arc::clone(&config),
@@ -107,7 +113,21 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     ]);
     let watchdog = tokio::spawn(watchdog(scheduler.clone(), store.clone()));
 
-    wait_for_stop(config_path, &config, &scheduler, &health).await?;
+    let out = Arc::new(Published {
+        mqtt: mqtt.clone(),
+        health: Arc::clone(&health),
+    });
+    let mut control = Control::new(
+        config_path,
+        start,
+        Arc::clone(&config),
+        scheduler.clone(),
+        store.clone(),
+        Arc::clone(&clock),
+        out,
+    );
+    control.started(&answers).await;
+    serve(&mut control, inbound).await?;
 
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -132,67 +152,83 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT, reloading the file on every SIGHUP meanwhile.
-async fn wait_for_stop(
-    path: &Path,
-    running: &Arc<Config>,
-    scheduler: &SchedulerHandle,
-    health: &Health,
+/// Serves SIGHUP, `config/set`, `cmd/request` and the probation of an applied overlay
+/// until SIGTERM or SIGINT.
+async fn serve(
+    control: &mut Control,
+    mut inbound: Option<tokio::sync::mpsc::Receiver<Inbound>>,
 ) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut running = Arc::clone(running);
     loop {
+        let probation = control.probation_check();
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                match reload(path, &running, scheduler).await {
-                    Ok(new) => {
-                        running = new;
-                        health.set_config_error(None);
-                    }
-                    Err(Some(error)) => health.set_config_error(Some(error)),
-                    Err(None) => {}
-                }
+                notify(&[sd_notify::NotifyState::Reloading]);
+                control.reload().await;
+                notify(&[sd_notify::NotifyState::Ready]);
             }
+            message = next(&mut inbound) => match message {
+                Some(Inbound::ConfigSet { payload, retained }) => control.push(&payload, retained).await,
+                Some(Inbound::Command { payload }) => control.command(&payload).await,
+                None => inbound = None,
+            },
+            () = after(probation) => control.check_probation().await,
         }
     }
 }
 
-/// Loads and applies the file; on any problem the running configuration stays, and a
-/// broken file's summary comes back for `config_error`.
-async fn reload(
-    path: &Path,
-    running: &Config,
-    scheduler: &SchedulerHandle,
-) -> Result<Arc<Config>, Option<String>> {
-    notify(&[sd_notify::NotifyState::Reloading]);
-    let result = config::load(path);
-    notify(&[sd_notify::NotifyState::Ready]);
-    let (new, text) = match result {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!("{e}");
-            }
-            let summary = summary(&errors);
-            tracing::error!(config_error = %summary, "reload refused: the running configuration stays");
-            return Err(Some(summary));
+/// The next inbound message; never, without a broker.
+async fn next(inbound: &mut Option<tokio::sync::mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match inbound {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps for `wait`; never, without one.
+async fn after(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the control plane says, said over MQTT (when there is a broker) and in the
+/// status the heartbeat and `status` carry.
+struct Published {
+    mqtt: Option<mqtt::MqttHandle>,
+    health: Arc<Health>,
+}
+
+impl Outbound for Published {
+    fn config_state(&self, state: &ConfigState) {
+        if let Some(mqtt) = &self.mqtt
+            && let Ok(value) = serde_json::from_str(&state.to_json())
+        {
+            // A failure is counted and logged by the handle; the retained state is
+            // published again with the next answer.
+            let _ = mqtt.publish_config_state(&value);
         }
-    };
-    for key in restart_only_changes(running, &new) {
-        tracing::warn!(key, "this change takes effect at the next restart");
     }
-    let new = Arc::new(new);
-    if let Err(e) = scheduler.reconfigure(Arc::clone(&new)).await {
-        tracing::error!(error = %e, "reload could not be applied");
-        return Err(None);
+
+    fn cmd_response(&self, json: &str) {
+        if let Some(mqtt) = &self.mqtt
+            && let Ok(value) = serde_json::from_str(json)
+        {
+            let _ = mqtt.publish_cmd_response(&value);
+        }
     }
-    remember_good(&new, &text);
-    tracing::info!(path = %path.display(), "configuration reloaded");
-    Ok(new)
+
+    fn status(&self, config_version: u64, config_error: Option<&str>) {
+        self.health.set_config(ConfigStatus {
+            version: config_version,
+            error: config_error.map(str::to_owned),
+        });
+    }
 }
 
 /// Keys the running agent cannot change in place.
@@ -220,30 +256,6 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
 pub(crate) fn remember_good(config: &Config, text: &str) {
     if let Err(e) = config::save_last_good(&config.agent.state_dir, text) {
         tracing::warn!(state_dir = %config.agent.state_dir.display(), error = %e, "cannot keep a copy of the last good configuration");
-    }
-}
-
-/// Serves what arrives from the broker. Remote configuration (`config/set`) and
-/// commands (`cmd/request`) are not served by this build yet: each message is logged
-/// at debug level and dropped, and a retained configuration push is read again at the
-/// next connect.
-async fn serve_inbound(mut inbound: tokio::sync::mpsc::Receiver<Inbound>) {
-    while let Some(message) = inbound.recv().await {
-        match message {
-            Inbound::ConfigSet { payload, retained } => {
-                tracing::debug!(
-                    bytes = payload.len(),
-                    retained,
-                    "inbound config/set dropped: remote configuration is not served yet"
-                );
-            }
-            Inbound::Command { payload } => {
-                tracing::debug!(
-                    bytes = payload.len(),
-                    "inbound cmd/request dropped: commands are not served yet"
-                );
-            }
-        }
     }
 }
 

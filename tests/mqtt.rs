@@ -19,6 +19,9 @@ use crate::support::broker::{Broker, TlsFront, Watcher, any_broker, tls_fixture,
 
 const START: Duration = Duration::from_secs(10);
 const SEEN: Duration = Duration::from_secs(10);
+/// After an outage the next attempt may be a full-jitter backoff away (up to 16 s
+/// after five seconds of failures), plus the connect.
+const RECONNECT: Duration = Duration::from_secs(45);
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A site whose agent talks to `url` under `prefix`, with a unique agent id.
@@ -165,39 +168,59 @@ fn a_broker_restart_without_persistence_brings_back_subscriptions_and_online() {
     let broker = Broker::start();
     let url = broker.url();
     let prefix = unique_prefix("restart");
-    let (status, request, set) = (
+    let (status, request, response, set, state) = (
         format!("{prefix}/status"),
         format!("{prefix}/cmd/request"),
+        format!("{prefix}/cmd/response"),
         format!("{prefix}/config/set"),
+        format!("{prefix}/config/state"),
     );
-    let watcher = Watcher::connect(&url, &[&status]);
+    let watcher = Watcher::connect(&url, &[&status, &response, &state]);
     let site = site("restart", &url, &prefix, "");
-    let agent = site.start_logging("info,tidegate::agent=debug");
+    let agent = site.start();
     watcher.wait_for(&status, SEEN, "online status", online);
-    let served = |what: &str| agent.log().matches(what).count();
-    const CMD: &str = "inbound cmd/request dropped";
-    const SET: &str = "inbound config/set dropped";
-    watcher.publish(&request, r#"{"id":"a","cmd":"get-config"}"#, false);
-    eventually(SEEN, "first command reaches the agent", || served(CMD) == 1);
+    watcher.publish(
+        &request,
+        r#"{"id":"a","cmd":"get-config","args":{}}"#,
+        false,
+    );
+    watcher.wait_for(&response, SEEN, "the first command answered", |m| {
+        m.json()["id"] == "a" && m.json()["ok"] == true
+    });
 
     watcher.clear();
     broker.restart();
-    watcher.wait_for(&status, SEEN, "online again after the restart", online);
+    // The farm's server pushes its configuration while the agent is away, retained.
+    let push = r#"{"version":1,"config":{"jobs":{"heartbeat":{"every":"7s"}}}}"#;
+    watcher.publish(&set, push, true);
+    watcher.wait_for(&status, RECONNECT, "online again after the restart", online);
     // The new broker knows nothing but what the agent told it since.
     let late = Watcher::connect(&url, &[&status]);
     assert!(late.wait_for(&status, SEEN, "retained", online).retain);
-    watcher.publish(&request, r#"{"id":"b","cmd":"get-config"}"#, false);
-    watcher.publish(&set, r#"{"version":1,"config":{}}"#, false);
-    eventually(
-        SEEN,
-        "a command after the restart reaches the agent",
-        || served(CMD) == 2,
+    watcher.wait_for(&state, SEEN, "the retained push applied", |m| {
+        m.json()["version"] == 1 && m.json()["status"] == "applied"
+    });
+    watcher.publish(
+        &request,
+        r#"{"id":"b","cmd":"get-config","args":{}}"#,
+        false,
     );
-    eventually(
-        SEEN,
-        "a config push after the restart reaches the agent",
-        || served(SET) == 1,
+    let answer = watcher.wait_for(&response, SEEN, "a command after the restart", |m| {
+        m.json()["id"] == "b"
+    });
+    let config = answer.json()["result"].as_str().unwrap().to_owned();
+    assert!(
+        config.contains("every = \"7s\""),
+        "the overlay runs: {config}"
     );
+    // Applied once: the retained push seen again (a resubscription) is not re-applied.
+    std::thread::sleep(Duration::from_millis(500));
+    let applied = watcher
+        .on(&state)
+        .iter()
+        .filter(|m| m.json()["status"] == "applied")
+        .count();
+    assert_eq!(applied, 1);
     assert!(agent.log().contains("connection to the broker lost"));
     stop(agent);
 }
@@ -446,7 +469,7 @@ fn heartbeats_while_the_broker_is_down_are_dropped_not_queued() {
     let back = tidegate::clock::wall_now();
     watcher.clear();
     broker.restart();
-    watcher.wait_for(&status, SEEN, "online again", online);
+    watcher.wait_for(&status, RECONNECT, "online again", online);
     let online_at = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let beats: Vec<Value> = watcher
@@ -659,7 +682,12 @@ fn inbound_messages_reach_the_agent_before_and_after_a_broker_restart() {
     watcher.clear();
     broker.restart();
     client.wait_connects(2);
-    watcher.wait_for(&format!("{prefix}/status"), SEEN, "online again", online);
+    watcher.wait_for(
+        &format!("{prefix}/status"),
+        RECONNECT,
+        "online again",
+        online,
+    );
     watcher.publish(&request, "after", false);
     assert_eq!(client.next(), Some(command("after")));
     watcher.publish(&set, r#"{"version":4}"#, false);
