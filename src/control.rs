@@ -361,11 +361,23 @@ impl Control {
             return;
         };
         let mut probation = on.probation.clone();
-        // Upload runs since the apply: a new acknowledgement, or more failures.
-        if upload.last_ok_ms != on.upload_at_apply.last_ok_ms {
-            probation.upload_finished(Ok(()));
-        } else if upload.consecutive_failures > on.upload_at_apply.consecutive_failures {
-            probation.upload_finished(Err(upload.last_error.as_deref().unwrap_or("upload failed")));
+        // Upload runs since the apply, to the URL that runs now (a run that began
+        // before the push says nothing about it): a new acknowledgement, or more
+        // failures.
+        let url = self
+            .running
+            .upload
+            .as_ref()
+            .map(|u| crate::config::mask_url(&u.url));
+        if let Some(run) = upload.run.as_ref().filter(|r| Some(&r.url) == url.as_ref())
+            && on.upload_at_apply.run != upload.run
+        {
+            if run.delivered > 0 {
+                probation.upload_finished(Ok(()));
+            } else if run.failed > 0 {
+                probation
+                    .upload_finished(Err(upload.last_error.as_deref().unwrap_or("upload failed")));
+            }
         }
         for (bus, counts) in by_bus(&self.running, &reads) {
             probation.bus_reads(&bus, counts);

@@ -170,6 +170,8 @@ async fn drain(
     cancel: &CancellationToken,
 ) -> Result<Report, UploadError> {
     let client = client::Client::new(config)?;
+    let url = crate::config::mask_url(&config.url);
+    ctx.store.call(move |c| buffer::begin_run(c, &url)).await?;
     let epoch = ctx.store.call(|c| crate::store::epoch(c)).await?;
     let agent = &ctx.config.agent;
     let boot = BootTime::now();

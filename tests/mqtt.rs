@@ -861,3 +861,363 @@ fn a_message_over_the_outgoing_limit_is_refused_and_the_connection_stays() {
     assert_eq!(client.handle.stats().connects, 1, "never reconnected");
     client.stop();
 }
+
+/// A push over the broker, signed with `key` when given (`Some(b"")` signs with a
+/// wrong key).
+fn push_text(version: u64, config: &str, key: Option<&[u8]>) -> String {
+    match key {
+        Some(key) => format!(
+            r#"{{"version":{version},"config":{config},"hmac":"{}"}}"#,
+            tidegate::remote::sign(
+                if key.is_empty() { b"wrong" } else { key },
+                config.as_bytes()
+            )
+        ),
+        None => format!(r#"{{"version":{version},"config":{config}}}"#),
+    }
+}
+
+/// Every remote-config outcome through the real agent and broker, signed pushes.
+#[test]
+fn remote_config_outcomes_over_the_broker_with_signed_pushes() {
+    let broker = any_broker();
+    let prefix = unique_prefix("remote");
+    let (status, set, state) = (
+        format!("{prefix}/status"),
+        format!("{prefix}/config/set"),
+        format!("{prefix}/config/state"),
+    );
+    let watcher = Watcher::connect(&broker.url, &[&status, &state]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("config.key");
+    std::fs::write(&key_file, "farm-key\n").unwrap();
+    let key: &[u8] = b"farm-key";
+    let site = site(
+        "remote",
+        &broker.url,
+        &prefix,
+        &format!("config_hmac_key_file = \"{}\"\n", key_file.display()),
+    );
+    let agent = site.start();
+    watcher.wait_for(&status, SEEN, "online", online);
+    let answer = |version: u64, what: &str| {
+        let msg = watcher.wait_for(&state, SEEN, what, |m| m.json()["version"] == version);
+        watcher.clear();
+        msg.json()
+    };
+
+    let v1 = r#"{"jobs":{"heartbeat":{"every":"7s"}}}"#;
+    watcher.publish(&set, push_text(1, v1, Some(key)), false);
+    watcher.wait_for(&status, SEEN, "status says v1", |m| {
+        m.json()["config_version"] == 1
+    });
+    let a = answer(1, "v1 applied");
+    assert_eq!(a["status"], "applied", "{a}");
+    assert!(
+        a["error"].is_null() && is_utc_millis(&a["applied_at"]),
+        "{a}"
+    );
+    let late = Watcher::connect(&broker.url, &[&state]);
+    let kept = late.wait_for(&state, SEEN, "the answer is retained", |m| {
+        m.json()["version"] == 1
+    });
+    assert!(kept.retain);
+
+    watcher.publish(&set, push_text(2, v1, Some(b"")), false);
+    let a = answer(2, "a wrong signature");
+    assert_eq!(a["status"], "rejected");
+    assert!(a["error"].as_str().unwrap().contains("hmac"), "{a}");
+
+    watcher.publish(&set, push_text(2, v1, None), false);
+    let a = answer(2, "no signature");
+    assert!(
+        a["error"].as_str().unwrap().contains("hmac: missing"),
+        "{a}"
+    );
+
+    let bad = r#"{"jobs":{"heartbeat":{"every":"5 parsecs"}}}"#;
+    watcher.publish(&set, push_text(2, bad, Some(key)), false);
+    let a = answer(2, "a bad value");
+    assert_eq!(a["status"], "rejected");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("config/set v2: jobs.heartbeat.every"),
+        "{a}"
+    );
+
+    let pump = r#"{"jobs":{"pump":{"kind":"command","command":["/bin/true"],"every":"1h"}}}"#;
+    watcher.publish(&set, push_text(3, pump, Some(key)), false);
+    let a = answer(3, "a command job");
+    assert_eq!(a["status"], "rejected");
+    assert!(a["error"].as_str().unwrap().contains("command job"), "{a}");
+
+    // v1 again, validly signed: a replay of an older document.
+    watcher.publish(&set, push_text(1, v1, Some(key)), false);
+    let a = answer(1, "a replay");
+    assert_eq!(a["status"], "rejected");
+    assert!(a["error"].as_str().unwrap().contains("stale"), "{a}");
+
+    let v5 = r#"{"jobs":{"heartbeat":{"every":"9s"}}}"#;
+    watcher.publish(&set, push_text(5, v5, Some(key)), false);
+    assert_eq!(answer(5, "v5 applied")["status"], "applied");
+    stop(agent);
+
+    // Persisted: after a restart the overlay runs and status says so.
+    let agent = site.start();
+    let online_again = watcher.wait_for(&status, SEEN, "online after restart", |m| {
+        online(m) && m.json()["config_version"] == 5
+    });
+    assert!(online_again.json()["config_error"].is_null());
+    let (code, out, _) = site.cli(&["jobs", "--json"]);
+    assert_eq!(code, 0);
+    assert!(!out.is_empty());
+    // The restarted agent runs the overlay: get-config shows it.
+    let request = format!("{prefix}/cmd/request");
+    let response = format!("{prefix}/cmd/response");
+    let asker = Watcher::connect(&broker.url, &[&response]);
+    asker.publish(
+        &request,
+        r#"{"id":"cfg","cmd":"get-config","args":{}}"#,
+        false,
+    );
+    let got = asker.wait_for(&response, SEEN, "get-config", |m| m.json()["id"] == "cfg");
+    assert!(
+        got.json()["result"]
+            .as_str()
+            .unwrap()
+            .contains("every = \"9s\""),
+        "{:?}",
+        got.json()
+    );
+    stop(agent);
+}
+
+/// A sample interval changed by a push takes effect at once, and no reading is lost
+/// or numbered twice across the change.
+#[test]
+fn a_pushed_sample_interval_applies_live_without_losing_a_reading() {
+    let broker = any_broker();
+    let prefix = unique_prefix("live");
+    let (set, state) = (
+        format!("{prefix}/config/set"),
+        format!("{prefix}/config/state"),
+    );
+    let watcher = Watcher::connect(&broker.url, &[&state]);
+    let site = site(
+        "live",
+        &broker.url,
+        &prefix,
+        "[jobs.sample]\nevery = \"1s\"\n[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+         [[sensor]]\nid = \"p.do\"\nbus = \"sim\"\nmodel = { base = 7.5 }\n",
+    );
+    let agent = site.start();
+    let count = || -> i64 {
+        let conn = tidegate::store::open(&site.state_dir()).unwrap();
+        conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+            .unwrap()
+    };
+    eventually(SEEN, "a few readings at 1 s", || count() >= 3);
+    watcher.publish(
+        &set,
+        r#"{"version":1,"config":{"jobs":{"sample":{"every":"3s"}}}}"#,
+        false,
+    );
+    let a = watcher.wait_for(&state, SEEN, "applied", |m| m.json()["version"] == 1);
+    assert_eq!(a.json()["status"], "applied");
+    let applied = tidegate::clock::wall_now().timestamp_millis();
+    std::thread::sleep(Duration::from_millis(7500));
+    stop(agent);
+    let conn = tidegate::store::open(&site.state_dir()).unwrap();
+    let rows: Vec<(i64, i64)> = conn
+        .prepare("SELECT seq, ts FROM readings ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (i, (seq, _)) in rows.iter().enumerate() {
+        assert_eq!(*seq, i as i64 + 1, "dense seqs: nothing lost");
+    }
+    let before: Vec<i64> = rows
+        .iter()
+        .map(|r| r.1)
+        .filter(|ts| *ts < applied)
+        .collect();
+    let after: Vec<i64> = rows
+        .iter()
+        .map(|r| r.1)
+        .filter(|ts| *ts > applied + 500)
+        .collect();
+    assert!(
+        before.windows(2).all(|w| (w[1] - w[0]) < 1600),
+        "{before:?}"
+    );
+    assert!(
+        (2..=3).contains(&after.len()),
+        "every 3 s after the push: {after:?}"
+    );
+    assert!(after.windows(2).all(|w| (w[1] - w[0]) >= 2500), "{after:?}");
+}
+
+/// Each remote command through the real agent and broker.
+#[test]
+fn remote_commands_are_answered_over_the_broker() {
+    let broker = any_broker();
+    let prefix = unique_prefix("cmds");
+    let (request, response) = (
+        format!("{prefix}/cmd/request"),
+        format!("{prefix}/cmd/response"),
+    );
+    let watcher = Watcher::connect(&broker.url, &[&response, &format!("{prefix}/status")]);
+    let site = site(
+        "cmds",
+        &broker.url,
+        &prefix,
+        "[jobs.probe]\nkind = \"command\"\ncommand = [\"/bin/true\"]\nevery = \"1h\"\n",
+    );
+    let agent = site.start();
+    watcher.wait_for(&format!("{prefix}/status"), SEEN, "online", online);
+    let ask = |id: &str, body: &str| -> Value {
+        watcher.publish(&request, body, false);
+        watcher
+            .wait_for(&response, SEEN, id, |m| m.json()["id"] == id)
+            .json()
+    };
+    let r = ask(
+        "p",
+        r#"{"id":"p","cmd":"pause-job","args":{"job":"sample"}}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    eventually(SEEN, "sample paused", || {
+        site.job("sample")["state"] == "paused"
+    });
+    let r = ask(
+        "r",
+        r#"{"id":"r","cmd":"resume-job","args":{"job":"sample"}}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    eventually(SEEN, "sample active", || {
+        site.job("sample")["state"] != "paused"
+    });
+    let runs = site.job("heartbeat")["runs"].as_u64().unwrap_or(0);
+    let r = ask(
+        "h",
+        r#"{"id":"h","cmd":"run-job","args":{"job":"heartbeat"}}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    eventually(SEEN, "heartbeat ran", || {
+        site.job("heartbeat")["runs"].as_u64().unwrap_or(0) > runs
+    });
+    let r = ask("c", r#"{"id":"c","cmd":"run-job","args":{"job":"probe"}}"#);
+    assert_eq!(
+        r["ok"], false,
+        "command jobs need allow_remote_commands: {r}"
+    );
+    let r = ask("u", r#"{"id":"u","cmd":"upload-now","args":{}}"#);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("no [upload] section"),
+        "{r}"
+    );
+    let r = ask("g", r#"{"id":"g","cmd":"get-config","args":{}}"#);
+    assert!(
+        r["result"].as_str().unwrap().contains("[jobs.probe]"),
+        "{r}"
+    );
+    let r = ask("x", r#"{"id":"x","cmd":"self-destruct","args":{}}"#);
+    assert_eq!(r["ok"], false, "{r}");
+    watcher.publish(&request, r#"{"cmd":"get-config"}"#, false);
+    let r = watcher
+        .wait_for(&response, SEEN, "no id", |m| m.json()["id"].is_null())
+        .json();
+    assert_eq!(r["ok"], false, "{r}");
+    stop(agent);
+}
+
+/// An overlay that breaks uploads is rolled back by the real agent: the old URL
+/// worked, the pushed one fails, and at the end of `config_confirm` the agent is back
+/// on the old one and says `rolled_back`.
+#[test]
+fn a_push_that_breaks_uploads_is_rolled_back_over_the_broker() {
+    let ingest = crate::support::ingest::Ingest::start();
+    let broker = any_broker();
+    let prefix = unique_prefix("rollback");
+    let (set, state, status, request, response) = (
+        format!("{prefix}/config/set"),
+        format!("{prefix}/config/state"),
+        format!("{prefix}/status"),
+        format!("{prefix}/cmd/request"),
+        format!("{prefix}/cmd/response"),
+    );
+    let watcher = Watcher::connect(&broker.url, &[&state, &status, &response]);
+    let site = site(
+        "rollback",
+        &broker.url,
+        &prefix,
+        &format!(
+            "config_confirm = \"4s\"\n[upload]\nurl = \"{}\"\n\
+             [jobs.sample]\nevery = \"1s\"\n[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+             [[sensor]]\nid = \"p.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n",
+            ingest.url()
+        ),
+    );
+    let agent = site.start();
+    watcher.wait_for(&status, SEEN, "online", online);
+    // The old URL works.
+    let uploaded = || {
+        let conn = tidegate::store::open(&site.state_dir()).unwrap();
+        tidegate::store::upload::status(&conn)
+            .unwrap()
+            .last_ok_ms
+            .is_some()
+    };
+    while !uploaded() {
+        watcher.publish(
+            &request,
+            r#"{"id":"up","cmd":"upload-now","args":{}}"#,
+            false,
+        );
+        watcher.wait_for(&response, SEEN, "upload-now", |m| m.json()["id"] == "up");
+        watcher.clear();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let dead = "http://127.0.0.1:9/readings";
+    watcher.publish(
+        &set,
+        format!(r#"{{"version":4,"config":{{"upload":{{"url":"{dead}"}}}}}}"#),
+        false,
+    );
+    let applied = watcher.wait_for(&state, SEEN, "applied", |m| m.json()["version"] == 4);
+    assert_eq!(applied.json()["status"], "applied");
+    // A reading to send under the new URL, and a run to send it (the one the push
+    // started may have found nothing pending).
+    std::thread::sleep(Duration::from_millis(1500));
+    watcher.publish(
+        &request,
+        r#"{"id":"up2","cmd":"upload-now","args":{}}"#,
+        false,
+    );
+    let back = watcher.wait_for(&state, SEEN, "rolled back", |m| {
+        m.json()["status"] == "rolled_back"
+    });
+    let back = back.json();
+    assert_eq!(back["version"], 4, "{back}");
+    assert!(back["error"].as_str().unwrap().contains("upload"), "{back}");
+    watcher.wait_for(&status, SEEN, "status back to the file", |m| {
+        online(m) && m.json()["config_version"] == 0
+    });
+    watcher.publish(
+        &request,
+        r#"{"id":"cfg","cmd":"get-config","args":{}}"#,
+        false,
+    );
+    let config = watcher.wait_for(&response, SEEN, "get-config", |m| m.json()["id"] == "cfg");
+    let text = config.json()["result"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains(&ingest.url()) && !text.contains(dead),
+        "{text}"
+    );
+    stop(agent);
+}

@@ -136,6 +136,7 @@ fn known() -> Figures {
                 last_error: Some("503 Service Unavailable".to_string()),
                 paused: None,
                 consecutive_failures: 2,
+                run: None,
             },
         }),
         jobs,

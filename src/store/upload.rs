@@ -278,6 +278,7 @@ pub fn acknowledge(
     tx.prepare_cached("DELETE FROM batches WHERE first_seq = ?1 AND last_seq = ?2")?
         .execute(params![first, last])?;
     set_meta(&tx, LAST_OK, &acked_ms.to_string())?;
+    bump(&tx, RUN_OK)?;
     tx.prepare_cached(
         "DELETE FROM meta WHERE key IN ('upload_last_error', 'upload_paused', 'upload_failures')",
     )?
@@ -390,11 +391,17 @@ pub fn record_failure(conn: &mut Connection, error: &str) -> Result<(), StoreErr
 
 fn note_failure(conn: &Connection, error: &str) -> Result<(), StoreError> {
     set_meta(conn, LAST_ERROR, error)?;
+    bump(conn, FAILURES)?;
+    bump(conn, RUN_FAILURES)
+}
+
+/// Adds one to the counter `key` in `meta`.
+fn bump(conn: &Connection, key: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('upload_failures', '1')
+        "INSERT INTO meta (key, value) VALUES (?1, '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
     )?
-    .execute([])?;
+    .execute([key])?;
     Ok(())
 }
 
@@ -402,6 +409,22 @@ const LAST_OK: &str = "upload_last_ok_ms";
 const LAST_ERROR: &str = "upload_last_error";
 const PAUSED: &str = "upload_paused";
 const FAILURES: &str = "upload_failures";
+const URL: &str = "upload_run_url";
+const RUN_OK: &str = "upload_run_ok";
+const RUN_FAILURES: &str = "upload_run_failures";
+
+/// An upload run begins with `url` (masked): the batches it delivers and the attempts
+/// that fail are counted for it alone. Runs of the upload job never overlap, so a
+/// probation can tell evidence about a pushed URL from a run that began before the
+/// push.
+pub fn begin_run(conn: &mut Connection, url: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    set_meta(&tx, URL, url)?;
+    set_meta(&tx, RUN_OK, "0")?;
+    set_meta(&tx, RUN_FAILURES, "0")?;
+    tx.commit()?;
+    Ok(())
+}
 
 fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -424,13 +447,24 @@ pub struct UploadStatus {
     pub paused: Option<String>,
     /// Failed attempts since the last acknowledgement.
     pub consecutive_failures: u64,
+    /// The latest run: its URL (masked), the batches it delivered and the attempts
+    /// of it that failed.
+    pub run: Option<RunOutcomes>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutcomes {
+    pub url: String,
+    pub delivered: u64,
+    pub failed: u64,
 }
 
 pub fn status(conn: &Connection) -> Result<UploadStatus, StoreError> {
     let mut status = UploadStatus::default();
     let mut stmt = conn.prepare_cached(
         "SELECT key, value FROM meta
-         WHERE key IN ('upload_last_ok_ms', 'upload_last_error', 'upload_paused', 'upload_failures')",
+         WHERE key IN ('upload_last_ok_ms', 'upload_last_error', 'upload_paused', 'upload_failures',
+                       'upload_run_url', 'upload_run_ok', 'upload_run_failures')",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -440,9 +474,22 @@ pub fn status(conn: &Connection) -> Result<UploadStatus, StoreError> {
             LAST_ERROR => status.last_error = Some(value),
             PAUSED => status.paused = Some(value),
             FAILURES => status.consecutive_failures = value.parse().unwrap_or(0),
+            URL => status.run.get_or_insert_with(RunOutcomes::default).url = value,
+            RUN_OK => {
+                status
+                    .run
+                    .get_or_insert_with(RunOutcomes::default)
+                    .delivered = value.parse().unwrap_or(0)
+            }
+            RUN_FAILURES => {
+                status.run.get_or_insert_with(RunOutcomes::default).failed =
+                    value.parse().unwrap_or(0)
+            }
             _ => {}
         }
     }
+    // Counters without a URL are from before any run began.
+    status.run = status.run.filter(|run| !run.url.is_empty());
     Ok(status)
 }
 

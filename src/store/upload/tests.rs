@@ -321,6 +321,7 @@ fn attempts_and_the_upload_status_are_recorded_and_cleared_by_an_acknowledgement
             last_error: Some("401 Unauthorized".into()),
             paused: Some("401 Unauthorized".into()),
             consecutive_failures: 2,
+            run: None,
         }
     );
     record_failure(&mut conn, "cannot read the token").unwrap();
@@ -349,4 +350,28 @@ fn forming_a_batch_leaves_the_connection_at_normal_durability() {
     assert_eq!(level(&conn), 1, "NORMAL again after forming");
     batch(next_batch(&mut conn, 2, &here(), NOW_MS).unwrap());
     assert_eq!(level(&conn), 1, "and after resuming");
+}
+
+#[test]
+fn a_run_counts_its_own_deliveries_and_failures_under_its_url() {
+    let (mut conn, _dir) = db();
+    store(&mut conn, 4, ClockQuality::Synced, &here());
+    record_failure(&mut conn, "before any run").unwrap();
+    assert_eq!(status(&conn).unwrap().run, None, "no run began yet");
+    begin_run(&mut conn, "https://old.example/ingest").unwrap();
+    batch(next_batch(&mut conn, 2, &here(), NOW_MS).unwrap());
+    acknowledge(&mut conn, 1, 2, NOW_MS).unwrap();
+    let old = status(&conn).unwrap().run.unwrap();
+    assert_eq!(
+        (old.url.as_str(), old.delivered, old.failed),
+        ("https://old.example/ingest", 1, 0)
+    );
+    begin_run(&mut conn, "https://new.example/ingest").unwrap();
+    record_attempt(&mut conn, 3, 4, None, "connection refused", false).unwrap();
+    record_attempt(&mut conn, 3, 4, None, "connection refused", false).unwrap();
+    let new = status(&conn).unwrap().run.unwrap();
+    assert_eq!(
+        (new.url.as_str(), new.delivered, new.failed),
+        ("https://new.example/ingest", 0, 2)
+    );
 }
