@@ -216,6 +216,9 @@ pub fn spawn(
     let (client, mut event_loop) = AsyncClient::new(placeholder, REQUEST_QUEUE);
     let mut network = NetworkOptions::new();
     network.set_connection_timeout(options::CONNECT_TIMEOUT_SECS);
+    // Small messages, each worth sending now: without this, Nagle's algorithm holds an
+    // answer until the broker's delayed ACK of the previous one (some 40 ms each).
+    network.set_tcp_nodelay(true);
     event_loop.set_network_options(network);
 
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
