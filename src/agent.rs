@@ -6,7 +6,8 @@
 //! never stops the agent while a last good configuration exists. The watchdog is fed
 //! only while the scheduler loop ticks and the database writer answers. With `[mqtt]`
 //! the broker connection starts beside the scheduler and never delays readiness
-//! (offline is normal); what arrives from it is served by [`serve_inbound`].
+//! (offline is normal); what arrives from it is served by [`serve`] through the
+//! control plane.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

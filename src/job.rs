@@ -214,7 +214,7 @@ async fn builtin(
 async fn heartbeat(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     let Some(mqtt) = &ctx.mqtt else {
         let now = ctx.clock.now();
-        tracing::info!(job = %job.name, trusted = now.trusted, "heartbeat: alive (no [mqtt] to publish to)");
+        tracing::info!(job = %job.name, trusted = now.trusted, mqtt = ctx.config.mqtt.is_some(), "heartbeat: alive; not published: no broker connection here");
         return Ok(());
     };
     let payload = crate::health::heartbeat_payload(&crate::health::heartbeat(ctx).await);

@@ -27,10 +27,11 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// A site whose agent talks to `url` under `prefix`, with a unique agent id.
 fn site(name: &str, url: &str, prefix: &str, rest: &str) -> Site {
     let id = format!("{name}-{:06x}", fastrand::u32(..0xff_ffff));
-    Site::with_id(
-        &id,
-        &format!("[mqtt]\nurl = \"{url}\"\ntopic_prefix = \"{prefix}\"\n{rest}"),
-    )
+    Site::with_id(&id, &with_mqtt(url, prefix, rest))
+}
+
+fn with_mqtt(url: &str, prefix: &str, rest: &str) -> String {
+    format!("[mqtt]\nurl = \"{url}\"\ntopic_prefix = \"{prefix}\"\n{rest}")
 }
 
 fn online(m: &crate::support::broker::Msg) -> bool {
@@ -97,6 +98,38 @@ fn online_status_is_retained_on_connect_with_the_spec_fields() {
     let kept = late.wait_for(&status, SEEN, "retained status", online);
     assert!(kept.retain, "status must be retained");
     assert_eq!(kept.json(), v);
+    stop(agent);
+}
+
+#[test]
+fn a_refused_reload_sets_config_error_in_status_and_a_good_one_clears_it() {
+    let broker = any_broker();
+    let prefix = unique_prefix("reload");
+    let status = format!("{prefix}/status");
+    let watcher = Watcher::connect(&broker.url, &[&status]);
+    let site = site("reload", &broker.url, &prefix, "");
+    let agent = site.start();
+    watcher.wait_for(&status, SEEN, "online", online);
+
+    site.write_raw(&format!(
+        "[agent]\nid = \"{}\"\nbogus = 1\n{}",
+        site.id,
+        with_mqtt(&broker.url, &prefix, "")
+    ));
+    agent.signal(libc::SIGHUP);
+    let refused = watcher.wait_for(&status, SEEN, "status with the error", |m| {
+        m.json()["config_error"].is_string()
+    });
+    let error = refused.json()["config_error"].as_str().unwrap().to_string();
+    assert!(error.contains("agent.bogus: unknown key"), "{error}");
+    assert_eq!(refused.json()["state"], "online");
+
+    site.write_config(&with_mqtt(&broker.url, &prefix, ""));
+    agent.signal(libc::SIGHUP);
+    let fixed = watcher.wait_for(&status, SEEN, "status cleared", |m| {
+        m.at > refused.at && m.json()["config_error"].is_null()
+    });
+    assert_eq!(fixed.json()["config_version"], 0);
     stop(agent);
 }
 
