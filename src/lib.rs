@@ -18,6 +18,7 @@ pub mod clock;
 pub mod sensor;
 pub mod store;
 pub mod scheduler;
+pub mod tls;
 pub mod upload;
 pub mod health;
 pub mod mqtt;

@@ -150,22 +150,10 @@ fn tls(config: &MqttConfig) -> Result<rustls::ClientConfig, SetupError> {
                 })?;
             }
         }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                let why = found
-                    .errors
-                    .first()
-                    .map_or_else(|| "none found".to_string(), ToString::to_string);
-                return Err(SetupError::NoRoots(why));
-            }
-        }
+        None => roots = crate::tls::system_roots().map_err(SetupError::NoRoots)?,
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
+    let builder = crate::tls::builder()
+        .map_err(SetupError::Tls)?
         .with_root_certificates(roots);
     match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {

@@ -12,7 +12,6 @@
 //! This module decides nothing: what an answer means is [`super::policy`]'s.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -183,24 +182,16 @@ fn bearer(path: &Path) -> Result<HeaderValue, UploadError> {
 /// rustls on ring. Roots only for https: a plain-http URL must not fail on a system
 /// without a CA store.
 fn tls(url: &reqwest::Url) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if url.scheme() == "https" {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            let why = found
-                .errors
-                .first()
-                .map_or_else(|| "none found".to_string(), ToString::to_string);
-            return Err(format!(
+    let roots = if url.scheme() == "https" {
+        crate::tls::system_roots().map_err(|why| {
+            format!(
                 "no CA certificates in the system store ({why}): install ca-certificates or set SSL_CERT_FILE"
-            ));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+            )
+        })?
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    Ok(crate::tls::builder()?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
