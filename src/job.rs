@@ -304,32 +304,48 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
 /// query statistics.
 async fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     let now = ctx.clock.now();
-    if !now.trusted {
+    let mut pruned = 0;
+    if now.trusted {
+        let agent = &ctx.config.agent;
+        if let Some(dir) = &agent.log_dir {
+            let removed = crate::logging::prune_old_logs(dir, agent.log_max_age, now.wall.into())
+                .map_err(|e| {
+                Failure::Error(format!("pruning logs in {}: {e}", dir.display()))
+            })?;
+            tracing::info!(job = %job.name, removed, "cleanup: old logs pruned");
+        }
+        let keep = chrono::Duration::from_std(ctx.config.buffer.keep_uploaded)
+            .unwrap_or(chrono::Duration::MAX);
+        let cutoff = now
+            .wall
+            .checked_sub_signed(keep)
+            .map_or(i64::MIN, |t| t.timestamp_millis());
+        pruned = ctx
+            .store
+            .call(move |c| readings::prune_uploaded(c, cutoff))
+            .await
+            .map_err(|e| Failure::Error(format!("pruning uploaded readings: {e}")))?;
+        tracing::info!(job = %job.name, pruned, "cleanup: uploaded readings past retention pruned");
+    } else {
         tracing::info!(job = %job.name, "cleanup: clock not trusted; age-based deletion waits");
-        return Ok(());
     }
-    let agent = &ctx.config.agent;
-    if let Some(dir) = &agent.log_dir {
-        let removed = crate::logging::prune_old_logs(dir, agent.log_max_age, now.wall.into())
-            .map_err(|e| Failure::Error(format!("pruning logs in {}: {e}", dir.display())))?;
-        tracing::info!(job = %job.name, removed, "cleanup: old logs pruned");
-    }
-    let keep = chrono::Duration::from_std(ctx.config.buffer.keep_uploaded)
-        .unwrap_or(chrono::Duration::MAX);
-    let cutoff = now
-        .wall
-        .checked_sub_signed(keep)
-        .map_or(i64::MIN, |t| t.timestamp_millis());
-    let pruned = ctx
+    // Compaction needs no clock: it only gives back what is already free.
+    let compacted = ctx
         .store
-        .call(move |c| {
-            let pruned = readings::prune_uploaded(c, cutoff)?;
+        .call(|c| {
+            let compacted = readings::compact(c)?;
             c.execute_batch("PRAGMA optimize;")?;
-            Ok(pruned)
+            Ok(compacted)
         })
         .await
-        .map_err(|e| Failure::Error(format!("pruning uploaded readings: {e}")))?;
-    tracing::info!(job = %job.name, pruned, "cleanup: uploaded readings past retention pruned");
+        .map_err(|e| Failure::Error(format!("compacting the database: {e}")))?;
+    tracing::info!(
+        job = %job.name,
+        pruned,
+        released_bytes = compacted.released_bytes,
+        wal_truncated = compacted.wal_truncated,
+        "cleanup: database compacted"
+    );
     Ok(())
 }
 

@@ -551,3 +551,74 @@ async fn a_full_disk_fails_sampling_loudly_and_storing_resumes_with_nothing_lost
         stored_before + 2 * (runs + 1)
     );
 }
+
+/// The cleanup job: readings acknowledged past `keep_uploaded` go only on a trusted
+/// clock (a clock in 2099 would make everything old); compaction runs either way.
+#[tokio::test]
+async fn cleanup_prunes_by_age_only_on_a_trusted_clock_and_compacts_always() {
+    for trusted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[agent]\nid = \"t\"\nstate_dir = \"{}\"\ntimezone = \"UTC\"\n[buffer]\nkeep_uploaded = \"1d\"\n",
+            dir.path().display()
+        );
+        let config = Arc::new(config::parse_str(&text, "t.toml").expect("valid"));
+        let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, trusted));
+        let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+        let ctx = JobContext::new(Arc::clone(&config), clock, store.clone());
+        store
+            .call(|c| {
+                let ts = chrono::DateTime::from_timestamp_millis(1_795_395_600_000).unwrap();
+                let cycle: Vec<tidegate::reading::Reading> = (0..5000)
+                    .map(|i| tidegate::reading::Reading::good("s", ts, f64::from(i), None))
+                    .collect();
+                let boot = tidegate::store::readings::BootTime {
+                    boot_id: "b".into(),
+                    since_boot_ms: 0,
+                };
+                tidegate::store::readings::insert_cycle(
+                    c,
+                    &cycle,
+                    tidegate::store::readings::ClockQuality::Synced,
+                    &boot,
+                )?;
+                // Acknowledged a week before the test clock's now.
+                c.execute("UPDATE readings SET acked_ms = 1795000000000", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let wal_before = std::fs::metadata(dir.path().join("buffer.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal_before > 256 * 1024, "{wal_before}");
+        let cleanup = config.job("cleanup").unwrap().clone();
+        let report = job::run(&cleanup, &ctx, &CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+        let (rows, wal): (i64, u64) = store
+            .call(|c| {
+                let rows = c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
+                Ok(rows)
+            })
+            .await
+            .map(|rows| {
+                (
+                    rows,
+                    std::fs::metadata(dir.path().join("buffer.db-wal"))
+                        .unwrap()
+                        .len(),
+                )
+            })
+            .unwrap();
+        if trusted {
+            assert_eq!(rows, 0, "past retention, on a trusted clock: pruned");
+        } else {
+            assert_eq!(rows, 5000, "an untrusted clock deletes nothing by age");
+        }
+        // Truncated, then written again only by the run's own record.
+        assert!(
+            wal < 64 * 1024,
+            "compaction truncated the WAL: {wal} bytes (trusted = {trusted})"
+        );
+    }
+}

@@ -399,6 +399,44 @@ pub fn counts(conn: &Connection) -> Result<Counts, StoreError> {
         })?)
 }
 
+/// Free pages kept inside the file when compacting: room for the next readings, so
+/// a card that is nearly full does not see the file shrink and grow back (and the
+/// low-disk cap drop readings to make the room again). 256 pages: 1 MiB.
+pub const COMPACT_RESERVE_PAGES: i64 = 256;
+
+/// What [`compact`] gave back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Bytes of free pages returned to the filesystem by incremental vacuum.
+    pub released_bytes: u64,
+    /// Whether the WAL could be checkpointed whole and truncated (a reader holding an
+    /// old snapshot, such as a long export, defers that to the next time).
+    pub wal_truncated: bool,
+}
+
+/// Keeps the file compact without a full VACUUM (which rewrites the whole database,
+/// an SD card's worst case): frees pages beyond [`COMPACT_RESERVE_PAGES`] with
+/// incremental vacuum, then checkpoints and truncates the WAL.
+pub fn compact(conn: &mut Connection) -> Result<Compacted, StoreError> {
+    let (free, page_size): (i64, i64) = conn.query_row(
+        "SELECT freelist_count, page_size FROM pragma_freelist_count(), pragma_page_size()",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let release = (free - COMPACT_RESERVE_PAGES).max(0);
+    if release > 0 {
+        // The pragma frees pages a step at a time: step it to the end.
+        let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({release})"))?;
+        let mut steps = vacuum.raw_query();
+        while steps.next()?.is_some() {}
+    }
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(Compacted {
+        released_bytes: u64::try_from(release * page_size).unwrap_or(0),
+        wal_truncated: busy == 0,
+    })
+}
+
 /// Readings not yet acknowledged (dead letters excluded).
 pub fn pending_count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(counts(conn)?.pending())

@@ -432,3 +432,39 @@ fn the_kept_counts_match_the_rows_through_every_kind_of_change() {
     assert!(after.readings <= 50, "{after:?}");
     assert_eq!(after.dead, 0, "{after:?}");
 }
+
+#[test]
+fn compacting_gives_free_pages_back_but_keeps_a_reserve_and_truncates_the_wal() {
+    let (dir, mut conn, boot) = fresh();
+    for _ in 0..600 {
+        insert_cycle(&mut conn, &cycle_of(100), ClockQuality::Synced, &boot).unwrap();
+    }
+    conn.execute("UPDATE readings SET acked_ms = 1", [])
+        .unwrap();
+    prune_uploaded(&mut conn, 2).unwrap();
+    let pragma = |c: &Connection, name: &str| -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    let free_before = pragma(&conn, "freelist_count");
+    assert!(free_before > COMPACT_RESERVE_PAGES + 100, "{free_before}");
+    let pages_before = pragma(&conn, "page_count");
+    let compacted = compact(&mut conn).unwrap();
+    assert_eq!(pragma(&conn, "freelist_count"), COMPACT_RESERVE_PAGES);
+    assert_eq!(
+        compacted.released_bytes,
+        u64::try_from((free_before - COMPACT_RESERVE_PAGES) * 4096).unwrap()
+    );
+    assert_eq!(
+        pragma(&conn, "page_count"),
+        pages_before - (free_before - COMPACT_RESERVE_PAGES)
+    );
+    assert!(compacted.wal_truncated);
+    let wal = std::fs::metadata(dir.path().join("buffer.db-wal"))
+        .unwrap()
+        .len();
+    assert_eq!(wal, 0, "the WAL is truncated");
+    // Nothing more to give: the reserve stays.
+    assert_eq!(compact(&mut conn).unwrap().released_bytes, 0);
+    assert_eq!(pragma(&conn, "freelist_count"), COMPACT_RESERVE_PAGES);
+}
