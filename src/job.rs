@@ -329,7 +329,15 @@ async fn cleanup(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
     } else {
         tracing::info!(job = %job.name, "cleanup: clock not trusted; age-based deletion waits");
     }
-    // Compaction needs no clock: it only gives back what is already free.
+    // The size cap and compaction need no clock.
+    let agent = &ctx.config.agent;
+    if let Some(dir) = &agent.log_dir {
+        let (files, bytes) = crate::logging::cap_logs(dir, agent.log_keep, agent.log_max_size)
+            .map_err(|e| Failure::Error(format!("capping logs in {}: {e}", dir.display())))?;
+        if files > 0 {
+            tracing::info!(job = %job.name, files, bytes, "cleanup: logs over their cap deleted");
+        }
+    }
     let compacted = ctx
         .store
         .call(|c| {

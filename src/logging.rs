@@ -143,6 +143,55 @@ pub fn prune_old_logs(log_dir: &Path, max_age: Duration, now: SystemTime) -> io:
     Ok(deleted)
 }
 
+/// Caps what `log_dir` holds of this agent's logs, on any clock: rotated files past
+/// `keep` (left by an earlier, larger `log_keep`) go, and then the oldest rotated
+/// files while all of them with the live one come to more than `(keep + 1) ×
+/// max_size`. Only `tidegate.log.N` files are ever deleted. Returns the files and
+/// bytes deleted.
+pub fn cap_logs(log_dir: &Path, keep: u32, max_size: u64) -> io::Result<(usize, u64)> {
+    let entries = match fs::read_dir(log_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(err) => return Err(err),
+    };
+    let mut total = 0u64;
+    let mut rotated: Vec<(u32, PathBuf, u64)> = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == LOG_FILE {
+            total += meta.len();
+        } else if let Some(n) = rotation_index(name) {
+            total += meta.len();
+            rotated.push((n, entry.path(), meta.len()));
+        }
+    }
+    // Oldest first: the highest index.
+    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    let cap = max_size.saturating_mul(u64::from(keep) + 1);
+    let (mut files, mut bytes) = (0, 0);
+    for (n, path, len) in rotated {
+        if n <= keep && total <= cap {
+            break;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                files += 1;
+                bytes += len;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        total = total.saturating_sub(len);
+    }
+    Ok((files, bytes))
+}
+
 /// The filter from `TIDEGATE_LOG`, or `default` when it is unset or does not parse
 /// (returned second, so it can be reported once logging works).
 fn env_filter(default: &str) -> (EnvFilter, Option<String>) {

@@ -559,9 +559,16 @@ async fn cleanup_prunes_by_age_only_on_a_trusted_clock_and_compacts_always() {
     for trusted in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[agent]\nid = \"t\"\nstate_dir = \"{}\"\ntimezone = \"UTC\"\n[buffer]\nkeep_uploaded = \"1d\"\n",
+            "[agent]\nid = \"t\"\nstate_dir = \"{}\"\ntimezone = \"UTC\"\nlog_dir = \"{}/logs\"\nlog_keep = 2\n\
+             [buffer]\nkeep_uploaded = \"1d\"\n",
+            dir.path().display(),
             dir.path().display()
         );
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        for name in ["tidegate.log.1", "tidegate.log.5", "notes.txt"] {
+            std::fs::write(logs.join(name), "x").unwrap();
+        }
         let config = Arc::new(config::parse_str(&text, "t.toml").expect("valid"));
         let clock: Arc<dyn Clock> = Arc::new(TestClock::at(2026, 11, 23, 1, 0, 0, trusted));
         let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
@@ -615,6 +622,9 @@ async fn cleanup_prunes_by_age_only_on_a_trusted_clock_and_compacts_always() {
         } else {
             assert_eq!(rows, 5000, "an untrusted clock deletes nothing by age");
         }
+        // The size cap holds on any clock, and touches only the agent's own files.
+        assert!(!logs.join("tidegate.log.5").exists(), "past log_keep");
+        assert!(logs.join("tidegate.log.1").exists() && logs.join("notes.txt").exists());
         // Truncated, then written again only by the run's own record.
         assert!(
             wal < 64 * 1024,

@@ -195,3 +195,37 @@ fn pruning_a_missing_directory_deletes_nothing() {
         0
     );
 }
+
+#[test]
+fn the_log_cap_deletes_extra_and_oldest_rotations_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let write =
+        |name: &str, len: usize| std::fs::write(dir.path().join(name), vec![b'x'; len]).unwrap();
+    write("tidegate.log", 100);
+    for n in 1..=6 {
+        write(&format!("tidegate.log.{n}"), 100);
+    }
+    write("notes.txt", 10_000);
+    write("tidegate.log.old", 10_000);
+    // keep 3 of 100 bytes: .4 to .6 are past keep; the rest fits the cap of 400.
+    assert_eq!(cap_logs(dir.path(), 3, 100).unwrap(), (3, 300));
+    assert_eq!(
+        names(dir.path()),
+        [
+            "notes.txt",
+            "tidegate.log",
+            "tidegate.log.1",
+            "tidegate.log.2",
+            "tidegate.log.3",
+            "tidegate.log.old"
+        ]
+    );
+    // Files grown past the cap (max_size lowered): the oldest go until it fits.
+    write("tidegate.log.1", 150);
+    write("tidegate.log.3", 150);
+    assert_eq!(cap_logs(dir.path(), 3, 100).unwrap(), (1, 150));
+    assert!(!dir.path().join("tidegate.log.3").exists());
+    assert!(dir.path().join("tidegate.log.2").exists());
+    assert_eq!(cap_logs(dir.path(), 3, 100).unwrap(), (0, 0));
+    assert!(dir.path().join("notes.txt").exists() && dir.path().join("tidegate.log.old").exists());
+}
