@@ -172,7 +172,7 @@ pub fn cap_logs(log_dir: &Path, keep: u32, max_size: u64) -> io::Result<(usize, 
         }
     }
     // Oldest first: the highest index.
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let cap = max_size.saturating_mul(u64::from(keep) + 1);
     let (mut files, mut bytes) = (0, 0);
     for (n, path, len) in rotated {
