@@ -113,6 +113,17 @@ fn seen(v: u64) -> RemoteState {
 }
 
 #[track_caller]
+/// `consider` of an unsigned push on a gateway that has seen nothing yet.
+fn first_push(version: u64, config: &str) -> Decision {
+    consider(
+        &push(version, config),
+        false,
+        &RemoteState::default(),
+        &file(),
+        None,
+    )
+}
+
 fn applied(decision: Decision) -> (Config, RemoteState) {
     match decision {
         Decision::Apply { config, state } => (*config, state),
@@ -194,13 +205,7 @@ fn a_signed_push_is_applied() {
 
 #[test]
 fn a_job_is_merged_key_by_key() {
-    let (config, _) = applied(consider(
-        &push(1, r#"{"jobs": {"sample": {"timeout": "20s"}}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    ));
+    let (config, _) = applied(first_push(1, r#"{"jobs": {"sample": {"timeout": "20s"}}}"#));
     let sample = config.job("sample").unwrap();
     assert_eq!(sample.timeout, Some(Duration::from_secs(20)));
     // The file's keys stay: its trigger and its jitter.
@@ -213,13 +218,7 @@ fn a_job_is_merged_key_by_key() {
 
 #[test]
 fn a_trigger_in_the_overlay_replaces_the_files() {
-    let (config, _) = applied(consider(
-        &push(1, r#"{"jobs": {"report": {"every": "15m"}}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    ));
+    let (config, _) = applied(first_push(1, r#"{"jobs": {"report": {"every": "15m"}}}"#));
     let report = config.job("report").unwrap();
     assert_eq!(
         report.trigger,
@@ -457,13 +456,7 @@ fn a_long_list_of_problems_fits_in_a_kibibyte() {
 
 #[test]
 fn control_characters_in_keys_stay_on_one_line() {
-    let (_, error, _) = rejected(consider(
-        &push(9, r#"{"jobs": {"a\nb": {"kind": "nope"}}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    ));
+    let (_, error, _) = rejected(first_push(9, r#"{"jobs": {"a\nb": {"kind": "nope"}}}"#));
     assert!(error.contains("jobs.a\\nb"), "{error}");
 }
 
@@ -730,13 +723,7 @@ fn a_changed_command_job_is_refused_unless_allowed() {
         ));
     }
     // The file's command job, repeated unchanged, is no change.
-    applied(consider(
-        &push(2, r#"{"jobs": {"aerator": {"timeout": "1m"}}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    ));
+    applied(first_push(2, r#"{"jobs": {"aerator": {"timeout": "1m"}}}"#));
 }
 
 #[test]
@@ -778,13 +765,7 @@ fn effective_is_the_file_without_an_overlay() {
 
 #[test]
 fn effective_lays_the_persisted_overlay_over_the_file() {
-    let (expected, state) = applied(consider(
-        &push(4, r#"{"jobs": {"sample": {"every": "1m"}}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    ));
+    let (expected, state) = applied(first_push(4, r#"{"jobs": {"sample": {"every": "1m"}}}"#));
     let dir = tempfile::tempdir().unwrap();
     state.save(dir.path()).unwrap();
     let loaded = RemoteState::load(dir.path()).unwrap();
@@ -867,13 +848,7 @@ fn a_rolled_back_version_is_never_applied_again() {
 
 #[test]
 fn decisions_name_their_version_and_rejections_their_answer() {
-    let reject = consider(
-        &push(3, r#"{"agent": {}}"#),
-        false,
-        &RemoteState::default(),
-        &file(),
-        None,
-    );
+    let reject = first_push(3, r#"{"agent": {}}"#);
     assert_eq!(reject.version(), Some(3));
     let answer = reject.rejection().unwrap();
     assert_eq!((answer.version, answer.status), (Some(3), Status::Rejected));
