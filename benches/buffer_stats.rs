@@ -15,6 +15,7 @@
 //! /dev/null, with the largest resident set it reached.
 //!
 //! Run: `cargo bench --bench buffer_stats [-- ROWS [RUNS]]` (defaults 10000000, 21).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@
 //! cargo build --release && cp target/release/tidegate /tmp/tidegate
 //! TIDEGATE_BIN=/tmp/tidegate cargo bench --bench config_latency [-- PUSHES [URL]]   # 50, Mosquitto
 //! ```
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::process::{Command, Stdio};
 use std::sync::mpsc;

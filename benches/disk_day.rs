@@ -17,6 +17,7 @@
 //! Run: `cargo bench --bench disk_day [-- DAYS [JOB...]]` (default 2 days); the jobs
 //! named after DAYS are disabled, to see what each of the others writes
 //! (`-- 2 sample upload cleanup` leaves the heartbeat alone).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::sync::Arc;
 use std::time::Duration;

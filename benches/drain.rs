@@ -16,6 +16,7 @@
 //! checks that nothing is left pending and that the sink took every seq from 1 to N.
 //!
 //! Run: `cargo bench --bench drain [-- READINGS]` (default 1000000).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 #[path = "support/backlog.rs"]
 mod backlog;

@@ -29,6 +29,7 @@
 //! cargo build --release && cp target/release/tidegate /tmp/tidegate
 //! TIDEGATE_BIN=/tmp/tidegate cargo bench --bench drain_rss [-- READINGS]   # default 1000000
 //! ```
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 #[path = "support/backlog.rs"]
 mod backlog;

@@ -13,6 +13,7 @@
 //!
 //! Run: `cargo bench --bench heartbeat [-- N [PAUSE_MS]]` (defaults 2000 and 0) with a
 //! broker at `TIDEGATE_BENCH_MQTT_URL` (default `mqtt://127.0.0.1:1883`).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

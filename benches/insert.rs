@@ -7,6 +7,7 @@
 //! SQLite's automatic checkpoints run as they would in the agent.
 //!
 //! Run: `cargo bench --bench insert [-- READINGS]` (default 2,000,000).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::time::Instant;
 

@@ -9,6 +9,7 @@
 //! Run: `cargo bench --bench lateness [-- SECONDS [MAX_RUNNING]]` (defaults 120, 1000).
 //! With a `max_running` below the largest burst of simultaneous fires, the tail of a
 //! burst waits for free slots, and that wait is lateness too.
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::fmt::Write as _;
 use std::sync::Arc;

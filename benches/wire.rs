@@ -9,6 +9,7 @@
 //! device and compared with the minimum (one per slave, whose registers span 21).
 //!
 //! Run: `cargo bench --bench wire [-- CYCLES]` (default 20).
+#![allow(clippy::expect_used)] // a measurement harness: a failed step ends the run
 
 use std::future::Future;
 use std::path::PathBuf;

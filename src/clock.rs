@@ -204,7 +204,9 @@ impl TestClock {
         }
     }
 
-    /// A clock starting at a UTC calendar time.
+    /// A clock starting at a UTC calendar time. For tests: a date that does not exist
+    /// is a mistake in the test, so it panics.
+    #[allow(clippy::expect_used)]
     pub fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, trusted: bool) -> TestClock {
         let wall = Utc
             .with_ymd_and_hms(y, mo, d, h, mi, s)

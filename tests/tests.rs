@@ -1,5 +1,5 @@
 //! Integration tests: one binary, one module per area, shared fakes in `support`.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
