@@ -23,8 +23,9 @@ use crate::health::{ConfigStatus, Health};
 use crate::job::JobContext;
 use crate::mqtt::{self, Inbound};
 use crate::remote::ConfigState;
-use crate::scheduler::{self, SchedulerHandle};
+use crate::scheduler;
 use crate::store::{self, StoreHandle};
+use crate::watchdog::Watchdog;
 
 /// The whole stop must take less than this (SPEC section 8), whatever the jobs do.
 const STOP_LIMIT: Duration = Duration::from_secs(9);
@@ -112,7 +113,11 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("running"),
     ]);
-    let watchdog = tokio::spawn(watchdog(scheduler.clone(), store.clone()));
+    let watchdog = Watchdog::from_env().map(|w| {
+        tokio::spawn(w.run(scheduler.clone(), store.clone(), || {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        }))
+    });
 
     let out = Arc::new(Published {
         mqtt: mqtt.clone(),
@@ -132,7 +137,9 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
 
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
-    watchdog.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     shutdown.cancel();
     if tokio::time::timeout(STOP_LIMIT - MQTT_STOP_LIMIT, scheduler_task)
         .await
@@ -266,34 +273,6 @@ pub fn summary(errors: &ConfigErrors) -> String {
         [] => "invalid configuration".to_string(),
         [only] => only.to_string(),
         [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
-    }
-}
-
-/// Feeds systemd's watchdog while the scheduler ticks and the writer answers.
-async fn watchdog(scheduler: SchedulerHandle, store: StoreHandle) {
-    let Some(limit) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let period = limit / 2;
-    let mut last_ticks = scheduler.ticks();
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let ticks = scheduler.ticks();
-        let writer_ok = tokio::time::timeout(period / 2, store.call(|_| Ok(())))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if ticks != last_ticks && writer_ok {
-            notify(&[sd_notify::NotifyState::Watchdog]);
-        } else {
-            tracing::error!(
-                scheduler_ticked = ticks != last_ticks,
-                writer_ok,
-                "no progress; withholding the watchdog ping"
-            );
-        }
-        last_ticks = ticks;
     }
 }
 

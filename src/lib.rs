@@ -26,6 +26,7 @@ pub mod job;
 pub mod remote;
 pub mod command;
 pub mod control;
+pub mod watchdog;
 pub mod agent;
 pub mod logging;
 pub mod cli;

@@ -13,3 +13,4 @@ mod mqtt;
 mod remote;
 mod scheduler;
 mod upload;
+mod watchdog;

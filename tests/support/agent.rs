@@ -79,6 +79,12 @@ impl Site {
 
     /// Starts `tidegate run` with `TIDEGATE_LOG` set to `filter`.
     pub fn start_logging(&self, filter: &str) -> Agent {
+        self.start_with_env(&[("TIDEGATE_LOG", filter)])
+    }
+
+    /// Starts `tidegate run` with these environment variables (`TIDEGATE_LOG` among
+    /// them, or none is set).
+    pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Agent {
         let log = self
             .dir
             .path()
@@ -87,7 +93,8 @@ impl Site {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(self.config())
-            .env("TIDEGATE_LOG", filter)
+            .env_remove("TIDEGATE_LOG")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
