@@ -28,9 +28,9 @@ use tracing_appender::non_blocking::WorkerGuard;
 /// Lines the file writer may hold while the card is slow; past that, lines are
 /// dropped from the file (stderr still has them).
 const LINE_QUEUE: usize = 1024;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::Registry;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -59,7 +59,7 @@ pub struct LogGuard {
 /// on stderr and the agent logs to stderr alone until the directory works. The only
 /// error is a global subscriber that is already set.
 pub fn init(log_dir: Option<&Path>, max_size: u64, keep: u32) -> io::Result<LogGuard> {
-    let (filter, bad_filter) = env_filter("info");
+    let (filter, bad_filter) = env_filter(LevelFilter::INFO);
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![stderr_layer()];
     let mut worker = None;
     if let Some(dir) = log_dir {
@@ -98,7 +98,7 @@ pub fn init(log_dir: Option<&Path>, max_size: u64, keep: u32) -> io::Result<LogG
 /// so the default filter is `warn`; `TIDEGATE_LOG` raises it. Calling it when a
 /// subscriber is already set does nothing.
 pub fn init_stderr() {
-    let (filter, bad_filter) = env_filter("warn");
+    let (filter, bad_filter) = env_filter(LevelFilter::WARN);
     let installed = tracing_subscriber::registry()
         .with(stderr_layer())
         .with(filter)
@@ -193,14 +193,17 @@ pub fn cap_logs(log_dir: &Path, keep: u32, max_size: u64) -> io::Result<(usize, 
 }
 
 /// The filter from `TIDEGATE_LOG`, or `default` when it is unset or does not parse
-/// (returned second, so it can be reported once logging works).
-fn env_filter(default: &str) -> (EnvFilter, Option<String>) {
+/// (returned second, so it can be reported once logging works). The syntax is
+/// `RUST_LOG`'s without span and field matching: a default level and
+/// `target=level` pairs (`Targets`, which needs no regex engine).
+fn env_filter(default: LevelFilter) -> (Targets, Option<String>) {
+    let fallback = || Targets::new().with_default(default);
     match std::env::var(FILTER_ENV) {
-        Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
+        Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
             Ok(filter) => (filter, None),
-            Err(_) => (EnvFilter::new(default), Some(spec)),
+            Err(_) => (fallback(), Some(spec)),
         },
-        _ => (EnvFilter::new(default), None),
+        _ => (fallback(), None),
     }
 }
 
