@@ -40,7 +40,7 @@ if ! command -v zig >/dev/null && ! python3 -m ziglang version >/dev/null 2>&1; 
     echo "==> pip install ziglang==$ZIGLANG_VERSION" >&2
     python3 -m pip install --quiet "ziglang==$ZIGLANG_VERSION" >&2
 fi
-if ! cargo zigbuild --version >/dev/null 2>&1; then
+if ! command -v cargo-zigbuild >/dev/null; then
     echo "==> cargo install cargo-zigbuild $ZIGBUILD_VERSION" >&2
     cargo install --locked --quiet cargo-zigbuild --version "$ZIGBUILD_VERSION" >&2
 fi
