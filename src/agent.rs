@@ -45,6 +45,9 @@ pub enum AgentError {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), AgentError> {
+    // First, so that a SIGTERM or SIGHUP during start-up waits for `serve` instead of
+    // killing the process with the signal's default action.
+    let signals = Signals::install()?;
     let loaded = config::load_with_fallback(config_path).map_err(AgentError::Config)?;
     let config = Arc::new(loaded.config);
     let agent = &config.agent;
@@ -133,7 +136,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         out,
     );
     control.started(&answers).await;
-    serve(&mut control, inbound).await?;
+    serve(&mut control, inbound, signals).await;
 
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -162,19 +165,34 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
 
 /// Serves SIGHUP, `config/set`, `cmd/request` and the probation of an applied overlay
 /// until SIGTERM or SIGINT.
+/// The signals `serve` answers, installed before anything else.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 async fn serve(
     control: &mut Control,
     mut inbound: Option<tokio::sync::mpsc::Receiver<Inbound>>,
-) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    mut signals: Signals,
+) {
     loop {
         let probation = control.probation_check();
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 control.reload().await;
                 notify(&[sd_notify::NotifyState::Ready]);

@@ -264,3 +264,37 @@ async fn a_wedged_database_writer_stops_the_pings() {
     drop(release);
     assert_pings_resume(&pings, at_stall, "database writer").await;
 }
+
+#[test]
+fn a_sigterm_right_after_ready_stops_the_agent_cleanly() {
+    // systemd may stop a unit the moment it is ready (`systemctl restart` twice);
+    // the signal must reach the shutdown path, not the default action.
+    for _ in 0..5 {
+        let site = Site::new("");
+        let path = site.dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut agent = site.start_with_env(&[("NOTIFY_SOCKET", &path_str(&path))]);
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(10), "no READY");
+            if let Ok(n) = socket.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                break;
+            }
+        }
+        agent.signal(libc::SIGTERM);
+        assert_eq!(
+            agent.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "{}",
+            agent.log()
+        );
+    }
+}
