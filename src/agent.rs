@@ -163,8 +163,6 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Serves SIGHUP, `config/set`, `cmd/request` and the probation of an applied overlay
-/// until SIGTERM or SIGINT.
 /// The signals `serve` answers, installed before anything else.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -182,6 +180,8 @@ impl Signals {
     }
 }
 
+/// Serves SIGHUP, `config/set`, `cmd/request` and the probation of an applied overlay
+/// until SIGTERM or SIGINT.
 async fn serve(
     control: &mut Control,
     mut inbound: Option<tokio::sync::mpsc::Receiver<Inbound>>,
