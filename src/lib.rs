@@ -12,6 +12,7 @@
 
 pub mod time;
 pub mod reading;
+pub mod alarm;
 pub mod cron;
 pub mod config;
 pub mod clock;
