@@ -5,6 +5,7 @@
 //! Every command but `run` works while an agent runs: they read the same database
 //! through their own short transactions.
 
+mod alarms;
 mod buffer;
 mod jobs;
 mod sample;
@@ -51,6 +52,11 @@ enum Command {
     Job {
         #[command(subcommand)]
         action: JobAction,
+    },
+    /// Every alarm rule: its state, since when, the last value of its sensor.
+    Alarms {
+        #[arg(long)]
+        json: bool,
     },
     /// The reading buffer: its figures, its readings, an export, the dead letter.
     Buffer {
@@ -121,6 +127,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             action: JobAction::Run { name },
         } => jobs::run_one(&cli.config, &name),
         Command::Buffer { action } => buffer::run(&cli.config, action),
+        Command::Alarms { json } => alarms::list(&cli.config, json),
     }
 }
 

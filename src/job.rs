@@ -16,15 +16,18 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::alarm::Change;
 use crate::clock::{BootTime, Clock};
-use crate::config::{Config, JobConfig, JobKind, SensorConfig};
+use crate::config::{AlarmConfig, Config, JobConfig, JobKind, SensorConfig, Severity};
 use crate::health::{ConfigStatus, Health};
 use crate::mqtt::{MqttHandle, PublishError};
 use crate::reading::Quality;
 use crate::sensor::sampler::Sampler;
-use crate::store::StoreHandle;
+use crate::store::alarms as alarm_store;
 use crate::store::jobs::{self, Origin, Outcome};
 use crate::store::readings::{self, ClockQuality};
+use crate::store::{StoreError, StoreHandle};
+use crate::time::format_utc;
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,25 +273,39 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
     };
     let state_dir = ctx.config.agent.state_dir.clone();
     let held = Arc::clone(&ctx.held);
+    let rules = ctx.config.alarms.clone();
+    let watched = if rules.is_empty() {
+        Vec::new()
+    } else {
+        readings.clone()
+    };
     let cycle = readings::Cycle {
         readings,
         clock,
         boot,
     };
-    let stored = ctx
+    let cannot_store = |e: StoreError| {
+        Failure::Error(format!(
+            "cannot store readings ({e}); {} readings held in memory until the buffer takes them",
+            ctx.held.len()
+        ))
+    };
+    let (stored, stepped) = ctx
         .store
         .call(move |c| {
-            readings::store_cycle(c, &held, cycle, &limits, || {
-                readings::free_disk(&state_dir)
-            })
+            let stored =
+                readings::store_cycle(c, &held, cycle, &limits, || readings::free_disk(&state_dir));
+            // Alarms are checked even when the buffer refuses the cycle.
+            let stepped = alarm_store::step(c, &rules, &watched);
+            Ok((stored, stepped))
         })
         .await
-        .map_err(|e| {
-            Failure::Error(format!(
-                "cannot store readings ({e}); {} readings held in memory until the buffer takes them",
-                ctx.held.len()
-            ))
-        })?;
+        .map_err(cannot_store)?;
+    match stepped {
+        Ok(stepped) => report_alarms(&ctx.config.alarms, stepped),
+        Err(error) => tracing::error!(%error, "cannot check the alarm rules"),
+    }
+    let stored = stored.map_err(cannot_store)?;
     match stored.seqs {
         Some((first, last)) => {
             tracing::info!(job = %job.name, good, bad = ?bad, first, last, "sample: readings stored")
@@ -296,6 +313,39 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         None => tracing::info!(job = %job.name, "sample: nothing read"),
     }
     Ok(())
+}
+
+/// Logs what a cycle did to the alarms.
+fn report_alarms(rules: &[AlarmConfig], stepped: alarm_store::Stepped) {
+    for (i, change) in stepped.changes {
+        let Some(rule) = rules.get(i) else { continue };
+        match change {
+            Change::Raised { value, ts } => {
+                let (alarm, sensor, ts) = (&rule.id, &rule.sensor, format_utc(ts));
+                match rule.severity {
+                    Severity::Critical => {
+                        tracing::error!(%alarm, %sensor, value, %ts, "alarm raised (critical)")
+                    }
+                    Severity::Warning => {
+                        tracing::warn!(%alarm, %sensor, value, %ts, "alarm raised (warning)")
+                    }
+                    Severity::Info => {
+                        tracing::info!(%alarm, %sensor, value, %ts, "alarm raised (info)")
+                    }
+                }
+            }
+            Change::Cleared { value, ts } => tracing::info!(
+                alarm = %rule.id,
+                sensor = %rule.sensor,
+                value,
+                ts = %format_utc(ts),
+                "alarm cleared"
+            ),
+        }
+    }
+    if let Some(error) = stepped.save_error {
+        tracing::warn!(%error, "alarm states not saved: a restart will not remember these changes");
+    }
 }
 
 /// Keeps the gateway tidy, age-based deletion only on a trusted clock (a clock in

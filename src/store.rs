@@ -12,6 +12,7 @@
 //! lose the last commits since the last checkpoint's sync. For job bookkeeping that
 //! loses at most a few counter increments.
 
+pub mod alarms;
 pub mod inspect;
 pub mod jobs;
 pub mod readings;

@@ -4,6 +4,7 @@
 mod support;
 
 mod agent;
+mod alarms;
 mod buffer;
 mod config;
 mod control;

@@ -121,6 +121,16 @@ const MIGRATIONS: &[&str] = &[
          FROM readings r
          WHERE acked_ms IS NULL
            AND NOT EXISTS (SELECT 1 FROM dead_letter d WHERE d.seq = r.seq);",
+    // 4: alarm rules' state, so a raised alarm stays raised (and its job unrun) across
+    // restarts. One row per rule id; a rule whose sensor changed starts over.
+    "CREATE TABLE alarms (
+         id         TEXT PRIMARY KEY,
+         sensor     TEXT NOT NULL,
+         phase      TEXT NOT NULL CHECK (phase IN ('ok', 'pending', 'raised')),
+         since_ms   INTEGER,            -- pending or raised since this reading's ts
+         last_value REAL,               -- the last good reading the rule saw
+         last_ts_ms INTEGER
+     ) STRICT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
