@@ -17,12 +17,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigErrors, Source};
+use crate::config::{self, Config, ConfigErrors, Severity, Source};
 use crate::control::{self, Control, Outbound};
+use crate::event::{Event, Events, Kind};
 use crate::health::{ConfigStatus, Health};
 use crate::job::JobContext;
 use crate::mqtt::{self, Inbound};
-use crate::remote::ConfigState;
+use crate::remote::{ConfigState, Status};
 use crate::scheduler;
 use crate::store::{self, StoreHandle};
 use crate::watchdog::Watchdog;
@@ -101,6 +102,10 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         Arc::clone(&health),
         mqtt.clone(),
     );
+    let events = ctx.events.clone();
+    let forwarder = mqtt
+        .clone()
+        .map(|m| tokio::spawn(crate::event::forward(events.clone(), m)));
     let (scheduler, scheduler_task) = scheduler::spawn_with(ctx, shutdown.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -125,6 +130,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let out = Arc::new(Published {
         mqtt: mqtt.clone(),
         health: Arc::clone(&health),
+        events,
+        clock: Arc::clone(&clock),
     });
     let mut control = Control::new(
         config_path,
@@ -142,6 +149,10 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(watchdog) = watchdog {
         watchdog.abort();
+    }
+    // Events not yet handed over stay queued in the database for the next start.
+    if let Some(forwarder) = forwarder {
+        forwarder.abort();
     }
     shutdown.cancel();
     if tokio::time::timeout(STOP_LIMIT - MQTT_STOP_LIMIT, scheduler_task)
@@ -228,10 +239,30 @@ async fn after(wait: Option<Duration>) {
 struct Published {
     mqtt: Option<mqtt::MqttHandle>,
     health: Arc<Health>,
+    events: Events,
+    clock: Arc<dyn Clock>,
 }
 
 impl Outbound for Published {
     fn config_state(&self, state: &ConfigState) {
+        // Every push is answered once, where it was decided: the answer is the event.
+        let (kind, severity) = match state.status {
+            Status::Applied => (Kind::ConfigApplied, Severity::Info),
+            Status::Rejected => (Kind::ConfigRejected, Severity::Warning),
+            Status::RolledBack => (Kind::ConfigRolledBack, Severity::Warning),
+        };
+        self.events.raise(Event::new(
+            self.clock.now().wall,
+            kind,
+            severity,
+            state
+                .version
+                .map_or_else(|| "null".to_string(), |v| v.to_string()),
+            state
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("configuration {}", state.status.name())),
+        ));
         if let Some(mqtt) = &self.mqtt
             && let Ok(value) = serde_json::from_str(&state.to_json())
         {

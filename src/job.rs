@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alarm::Change;
 use crate::clock::{BootTime, Clock};
-use crate::config::{AlarmConfig, Config, JobConfig, JobKind, SensorConfig, Severity};
+use crate::config::{AlarmConfig, Config, JobConfig, JobKind, SensorConfig, Severity, Threshold};
+use crate::event::{Event, Events, Kind};
 use crate::health::{ConfigStatus, Health};
 use crate::mqtt::{MqttHandle, PublishError};
 use crate::reading::Quality;
@@ -59,6 +60,8 @@ pub struct JobContext {
     pub health: Arc<Health>,
     /// `None` without `[mqtt]` (or in a CLI `job run`): the heartbeat only logs.
     pub mqtt: Option<MqttHandle>,
+    /// Queued for the broker with `[mqtt]`, else only logged.
+    pub events: Events,
 }
 
 impl JobContext {
@@ -77,6 +80,11 @@ impl JobContext {
         mqtt: Option<MqttHandle>,
     ) -> JobContext {
         let sampler = Arc::new(Sampler::start(&config, Arc::clone(&clock), None));
+        let events = if mqtt.is_some() {
+            Events::queued(store.clone())
+        } else {
+            Events::log_only()
+        };
         JobContext {
             config,
             clock,
@@ -85,6 +93,7 @@ impl JobContext {
             held: Arc::default(),
             health,
             mqtt,
+            events,
         }
     }
 
@@ -103,6 +112,7 @@ impl JobContext {
             held: Arc::clone(&self.held),
             health: Arc::clone(&self.health),
             mqtt: self.mqtt.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -302,7 +312,7 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         .await
         .map_err(cannot_store)?;
     match stepped {
-        Ok(stepped) => report_alarms(&ctx.config.alarms, stepped),
+        Ok(stepped) => report_alarms(ctx, stepped),
         Err(error) => tracing::error!(%error, "cannot check the alarm rules"),
     }
     let stored = stored.map_err(cannot_store)?;
@@ -315,36 +325,62 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
     Ok(())
 }
 
-/// Logs what a cycle did to the alarms.
-fn report_alarms(rules: &[AlarmConfig], stepped: alarm_store::Stepped) {
+/// Logs what a cycle did to the alarms and raises their events.
+fn report_alarms(ctx: &JobContext, stepped: alarm_store::Stepped) {
+    let rules = &ctx.config.alarms;
     for (i, change) in stepped.changes {
         let Some(rule) = rules.get(i) else { continue };
-        match change {
+        let event = match change {
             Change::Raised { value, ts } => {
-                let (alarm, sensor, ts) = (&rule.id, &rule.sensor, format_utc(ts));
+                let (alarm, sensor, at) = (&rule.id, &rule.sensor, format_utc(ts));
                 match rule.severity {
                     Severity::Critical => {
-                        tracing::error!(%alarm, %sensor, value, %ts, "alarm raised (critical)")
+                        tracing::error!(%alarm, %sensor, value, ts = %at, "alarm raised (critical)")
                     }
                     Severity::Warning => {
-                        tracing::warn!(%alarm, %sensor, value, %ts, "alarm raised (warning)")
+                        tracing::warn!(%alarm, %sensor, value, ts = %at, "alarm raised (warning)")
                     }
                     Severity::Info => {
-                        tracing::info!(%alarm, %sensor, value, %ts, "alarm raised (info)")
+                        tracing::info!(%alarm, %sensor, value, ts = %at, "alarm raised (info)")
                     }
                 }
+                Event::new(
+                    ts,
+                    Kind::AlarmRaised,
+                    rule.severity,
+                    &rule.id,
+                    format!("{sensor} {value} {}", condition(rule)),
+                )
             }
-            Change::Cleared { value, ts } => tracing::info!(
-                alarm = %rule.id,
-                sensor = %rule.sensor,
-                value,
-                ts = %format_utc(ts),
-                "alarm cleared"
-            ),
-        }
+            Change::Cleared { value, ts } => {
+                tracing::info!(
+                    alarm = %rule.id,
+                    sensor = %rule.sensor,
+                    value,
+                    ts = %format_utc(ts),
+                    "alarm cleared"
+                );
+                Event::new(
+                    ts,
+                    Kind::AlarmCleared,
+                    Severity::Info,
+                    &rule.id,
+                    format!("{} {value}: cleared", rule.sensor),
+                )
+            }
+        };
+        ctx.events.raise(event);
     }
     if let Some(error) = stepped.save_error {
         tracing::warn!(%error, "alarm states not saved: a restart will not remember these changes");
+    }
+}
+
+/// A rule's condition as text: "below 5", "above 30".
+fn condition(rule: &AlarmConfig) -> String {
+    match rule.threshold {
+        Threshold::Below(t) => format!("below {t}"),
+        Threshold::Above(t) => format!("above {t}"),
     }
 }
 
@@ -455,7 +491,20 @@ pub async fn run_recorded(
             tracing::info!(job = %job.name, attempts = report.attempts, duration = ?report.duration, "run succeeded")
         }
         Some(err) => {
-            tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed")
+            tracing::warn!(job = %job.name, outcome = report.outcome.as_str(), attempts = report.attempts, error = %err, "run failed");
+            if matches!(report.outcome, Outcome::Failure | Outcome::Timeout) {
+                ctx.events.raise(Event::new(
+                    ctx.clock.now().wall,
+                    Kind::JobFailed,
+                    Severity::Warning,
+                    &job.name,
+                    format!(
+                        "{} after {} attempt(s): {err}",
+                        report.outcome.as_str(),
+                        report.attempts
+                    ),
+                ));
+            }
         }
     }
     let (name, outcome, error, attempts) = (

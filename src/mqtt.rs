@@ -332,9 +332,24 @@ impl MqttHandle {
         self.queue(self.shared.topics.cmd_response.clone(), response, false)
     }
 
-    /// `{prefix}/event`, QoS 1.
-    pub fn publish_event(&self, event: &Value) -> Result<(), PublishError> {
-        self.queue(self.shared.topics.event.clone(), event, false)
+    /// Offers an event for `{prefix}/event`, QoS 1. Unlike the other publishes, a full
+    /// queue is not a loss: the event stays in the database's queue and is offered
+    /// again, so nothing is counted or logged here.
+    pub fn offer_event(&self, event: &Value) -> Result<(), PublishError> {
+        let s = &self.shared;
+        let topic = s.topics.event.clone();
+        let payload = event.to_string().into_bytes();
+        check_size(&topic, &payload)?;
+        s.outbound
+            .try_send(Message {
+                topic,
+                payload,
+                retain: false,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PublishError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => PublishError::Stopped,
+            })
     }
 
     /// Records the configuration status and republishes `status` with it.

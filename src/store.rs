@@ -13,6 +13,7 @@
 //! loses at most a few counter increments.
 
 pub mod alarms;
+pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod readings;

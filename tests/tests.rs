@@ -9,6 +9,7 @@ mod buffer;
 mod config;
 mod control;
 mod crash;
+mod events;
 mod jobs;
 mod mqtt;
 mod remote;

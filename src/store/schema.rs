@@ -131,6 +131,16 @@ const MIGRATIONS: &[&str] = &[
          last_value REAL,               -- the last good reading the rule saw
          last_ts_ms INTEGER
      ) STRICT;",
+    // 5: events waiting for the broker, oldest first (at most 1000; `meta`
+    // events_dropped_total counts the ones dropped to make room).
+    "CREATE TABLE events (
+         id       INTEGER PRIMARY KEY AUTOINCREMENT,
+         ts_ms    INTEGER NOT NULL,
+         kind     TEXT NOT NULL,
+         severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+         subject  TEXT NOT NULL,
+         message  TEXT NOT NULL
+     ) STRICT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -1,0 +1,207 @@
+//! Events: what an operator must hear about, raised once where it happens and sent to
+//! `{topic_prefix}/event` (SPEC section 9).
+//!
+//! An event is queued in `buffer.db` the moment it is raised ([`Events::raise`]), so
+//! it waits out a broker outage and a restart; [`forward`] sends the queue oldest
+//! first whenever the broker is connected and deletes what it handed over. The queue
+//! holds at most [`MAX_QUEUED`] events: past that the oldest go, and are counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::config::Severity;
+use crate::mqtt::{MqttHandle, PublishError};
+use crate::store::StoreHandle;
+use crate::store::events as event_store;
+use crate::time::format_utc;
+
+/// Events kept while the broker is away; the oldest beyond this are dropped.
+pub const MAX_QUEUED: usize = 1000;
+
+/// Events sent per database read.
+const BATCH: usize = 50;
+
+/// How often the forwarder looks again without being woken (a reconnect wakes it
+/// no sooner than this).
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// The kinds SPEC section 9 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    JobFailed,
+    SensorBad,
+    SensorRecovered,
+    BusDown,
+    BusUp,
+    BufferHigh,
+    BufferDropped,
+    UploadPaused,
+    ClockTrusted,
+    ConfigApplied,
+    ConfigRejected,
+    ConfigRolledBack,
+    AlarmRaised,
+    AlarmCleared,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::JobFailed => "job_failed",
+            Kind::SensorBad => "sensor_bad",
+            Kind::SensorRecovered => "sensor_recovered",
+            Kind::BusDown => "bus_down",
+            Kind::BusUp => "bus_up",
+            Kind::BufferHigh => "buffer_high",
+            Kind::BufferDropped => "buffer_dropped",
+            Kind::UploadPaused => "upload_paused",
+            Kind::ClockTrusted => "clock_trusted",
+            Kind::ConfigApplied => "config_applied",
+            Kind::ConfigRejected => "config_rejected",
+            Kind::ConfigRolledBack => "config_rolled_back",
+            Kind::AlarmRaised => "alarm_raised",
+            Kind::AlarmCleared => "alarm_cleared",
+        }
+    }
+}
+
+pub fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+/// One event as it is queued and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub ts: DateTime<Utc>,
+    pub kind: Kind,
+    pub severity: Severity,
+    /// The job, sensor, bus or alarm id; the version for config events.
+    pub subject: String,
+    pub message: String,
+}
+
+impl Event {
+    pub fn new(
+        ts: DateTime<Utc>,
+        kind: Kind,
+        severity: Severity,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Event {
+        Event {
+            ts,
+            kind,
+            severity,
+            subject: subject.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The payload on `{prefix}/event`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "ts": format_utc(self.ts),
+            "kind": self.kind.as_str(),
+            "severity": severity_name(self.severity),
+            "subject": self.subject,
+            "message": self.message,
+        })
+    }
+}
+
+/// Where events are raised: queues them and wakes the forwarder. Cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    /// `None` without a broker to send to: events are only logged.
+    store: Option<StoreHandle>,
+    wake: Arc<Notify>,
+}
+
+impl Events {
+    /// Events queued in `store` for [`forward`].
+    pub fn queued(store: StoreHandle) -> Events {
+        Events {
+            store: Some(store),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Events that are only logged (no `[mqtt]`, or a CLI command).
+    pub fn log_only() -> Events {
+        Events {
+            store: None,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Logs `event` and queues it (in order with every other write).
+    pub fn raise(&self, event: Event) {
+        tracing::info!(
+            kind = event.kind.as_str(),
+            subject = %event.subject,
+            severity = severity_name(event.severity),
+            "event: {}",
+            event.message
+        );
+        if let Some(store) = &self.store {
+            store.submit("cannot queue an event", move |c| {
+                event_store::push(c, &event, MAX_QUEUED)
+            });
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Sends queued events to the broker, oldest first, for as long as it runs.
+pub async fn forward(events: Events, mqtt: MqttHandle) {
+    let Some(store) = events.store.clone() else {
+        return;
+    };
+    loop {
+        if mqtt.connected() {
+            match send_queued(&store, &mqtt).await {
+                // More may be waiting: go again at once.
+                Ok(sent) if sent == BATCH => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot send queued events"),
+            }
+        }
+        let _ = tokio::time::timeout(RECHECK, events.wake.notified()).await;
+    }
+}
+
+/// Hands one batch to the MQTT client and deletes what it took; returns how many.
+async fn send_queued(store: &StoreHandle, mqtt: &MqttHandle) -> Result<usize, String> {
+    let batch = store
+        .call(|c| event_store::oldest(c, BATCH))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut done = Vec::new();
+    for (id, event) in &batch {
+        match mqtt.offer_event(&event.to_json()) {
+            Ok(()) => {}
+            // It can never be sent: skip it rather than block the queue behind it.
+            Err(error @ PublishError::TooLarge { .. }) => {
+                tracing::error!(%error, kind = event.kind.as_str(), "event dropped");
+            }
+            Err(_) => break,
+        }
+        done.push(*id);
+    }
+    let sent = done.len();
+    if sent > 0 {
+        store
+            .call(move |c| event_store::delete(c, &done))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(sent)
+}

@@ -1,0 +1,80 @@
+//! Events on `{topic_prefix}/event`: raised once where they happen, queued in the
+//! database while the broker is away, and sent in the order they happened once it
+//! is back.
+
+use std::time::Duration;
+
+use crate::support::agent::{Site, eventually};
+use crate::support::broker::{Broker, Msg, Watcher, unique_prefix};
+
+const RECONNECT: Duration = Duration::from_secs(45);
+
+fn is_utc_millis(s: &str) -> bool {
+    s.len() == 24 && s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+#[test]
+fn events_raised_while_the_broker_is_down_arrive_after_it_returns_in_order() {
+    let broker = Broker::start();
+    let url = broker.url();
+    broker.stop();
+    let prefix = unique_prefix("events");
+    let topic = format!("{prefix}/event");
+    let rest = format!(
+        "[mqtt]\nurl = \"{url}\"\ntopic_prefix = \"{prefix}\"\n\
+         [jobs.sample]\nevery = \"1s\"\n\
+         [jobs.broken]\nkind = \"command\"\ncommand = [\"/bin/false\"]\nevery = \"1s\"\n\
+         [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+         [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nunit = \"mg/L\"\nmodel = {{ base = 4.2 }}\n\
+         [[alarm]]\nid = \"pond1-low-oxygen\"\nsensor = \"pond1.do\"\nbelow = 5.0\nseverity = \"critical\"\n"
+    );
+    let site = Site::with_id(&format!("events-{:06x}", fastrand::u32(..0xff_ffff)), &rest);
+    let mut agent = site.start();
+    eventually(Duration::from_secs(20), "events raised offline", || {
+        let log = agent.log();
+        log.contains("kind=\"alarm_raised\"") && log.matches("kind=\"job_failed\"").count() >= 3
+    });
+    let raised_offline = agent.log().matches("event: ").count();
+
+    broker.restart();
+    let watcher = Watcher::connect(&url, &[&topic]);
+    watcher.wait_for(&topic, RECONNECT, "the queued alarm", |m| {
+        m.json()["kind"] == "alarm_raised"
+    });
+    eventually(Duration::from_secs(10), "every offline event", || {
+        watcher.on(&topic).len() >= raised_offline
+    });
+
+    let events: Vec<serde_json::Value> = watcher.on(&topic).iter().map(Msg::json).collect();
+    let alarms: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "alarm_raised")
+        .collect();
+    assert_eq!(alarms.len(), 1, "one raise: {events:#?}");
+    assert_eq!(alarms[0]["subject"], "pond1-low-oxygen");
+    assert_eq!(alarms[0]["severity"], "critical");
+    let failures: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "job_failed")
+        .collect();
+    assert!(failures.len() >= 3, "{events:#?}");
+    for failure in &failures {
+        assert_eq!(failure["subject"], "broken");
+        assert_eq!(failure["severity"], "warning");
+    }
+    for e in &events {
+        assert!(is_utc_millis(e["ts"].as_str().unwrap()), "{e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    }
+    // The ones raised during the outage came out in the order they happened.
+    let times: Vec<&str> = events[..raised_offline]
+        .iter()
+        .map(|e| e["ts"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    assert_eq!(times, sorted);
+
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}
