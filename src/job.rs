@@ -23,6 +23,7 @@ use crate::event::{Event, Events, Kind};
 use crate::health::{ConfigStatus, Health};
 use crate::mqtt::{MqttHandle, PublishError};
 use crate::reading::Quality;
+use crate::scheduler::SchedulerHandle;
 use crate::sensor::sampler::Sampler;
 use crate::store::alarms as alarm_store;
 use crate::store::jobs::{self, Origin, Outcome};
@@ -62,6 +63,9 @@ pub struct JobContext {
     pub mqtt: Option<MqttHandle>,
     /// Queued for the broker with `[mqtt]`, else only logged.
     pub events: Events,
+    /// The scheduler running these jobs, for an alarm's `run` (set by the scheduler;
+    /// `None` in a CLI `job run`).
+    pub scheduler: Option<SchedulerHandle>,
 }
 
 impl JobContext {
@@ -94,6 +98,7 @@ impl JobContext {
             health,
             mqtt,
             events,
+            scheduler: None,
         }
     }
 
@@ -113,6 +118,7 @@ impl JobContext {
             health: Arc::clone(&self.health),
             mqtt: self.mqtt.clone(),
             events: self.events.clone(),
+            scheduler: self.scheduler.clone(),
         }
     }
 }
@@ -312,7 +318,7 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         .await
         .map_err(cannot_store)?;
     match stepped {
-        Ok(stepped) => report_alarms(ctx, stepped),
+        Ok(stepped) => report_alarms(ctx, stepped).await,
         Err(error) => tracing::error!(%error, "cannot check the alarm rules"),
     }
     let stored = stored.map_err(cannot_store)?;
@@ -325,9 +331,11 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
     Ok(())
 }
 
-/// Logs what a cycle did to the alarms and raises their events.
-fn report_alarms(ctx: &JobContext, stepped: alarm_store::Stepped) {
+/// Logs what a cycle did to the alarms, raises their events, and starts the job of
+/// each rule raised (once per raise: a raise happens once, and survives restarts).
+async fn report_alarms(ctx: &JobContext, stepped: alarm_store::Stepped) {
     let rules = &ctx.config.alarms;
+    let mut to_run = Vec::new();
     for (i, change) in stepped.changes {
         let Some(rule) = rules.get(i) else { continue };
         let event = match change {
@@ -343,6 +351,9 @@ fn report_alarms(ctx: &JobContext, stepped: alarm_store::Stepped) {
                     Severity::Info => {
                         tracing::info!(%alarm, %sensor, value, ts = %at, "alarm raised (info)")
                     }
+                }
+                if let Some(job) = &rule.run {
+                    to_run.push((rule.id.clone(), job.clone()));
                 }
                 Event::new(
                     ts,
@@ -373,6 +384,17 @@ fn report_alarms(ctx: &JobContext, stepped: alarm_store::Stepped) {
     }
     if let Some(error) = stepped.save_error {
         tracing::warn!(%error, "alarm states not saved: a restart will not remember these changes");
+    }
+    for (alarm, job) in to_run {
+        match &ctx.scheduler {
+            Some(scheduler) => match scheduler.run_now(&job).await {
+                Ok(()) => tracing::info!(%alarm, %job, "alarm raised: its job started"),
+                Err(error) => {
+                    tracing::error!(%alarm, %job, %error, "alarm raised: its job could not start")
+                }
+            },
+            None => tracing::warn!(%alarm, %job, "alarm raised: no scheduler here to run its job"),
+        }
     }
 }
 

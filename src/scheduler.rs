@@ -153,6 +153,13 @@ pub async fn spawn_with(
     );
     let (tx, rx) = mpsc::channel(16);
     let ticks = Arc::new(AtomicU64::new(0));
+    let handle = SchedulerHandle {
+        tx,
+        ticks: Arc::clone(&ticks),
+    };
+    // Runs may ask for other runs (an alarm's job).
+    let mut ctx = ctx;
+    ctx.scheduler = Some(handle.clone());
     let shell = Shell {
         plan,
         ctx,
@@ -163,7 +170,7 @@ pub async fn spawn_with(
         done: mpsc::unbounded_channel(),
     };
     let task = tokio::spawn(shell.run(rx, shutdown));
-    Ok((SchedulerHandle { tx, ticks }, task))
+    Ok((handle, task))
 }
 
 /// A run's end, as the run task reports it to the loop.

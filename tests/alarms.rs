@@ -6,12 +6,18 @@ use std::time::Duration;
 
 use crate::support::agent::{Site, eventually};
 
-const RULES: &str = "[jobs.sample]\nevery = \"1s\"\n\
-[[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
-[[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nunit = \"mg/L\"\nmodel = { base = 4.2 }\n\
-[[sensor]]\nid = \"pond1.temp\"\nbus = \"sim\"\nunit = \"degC\"\nmodel = { base = 18.0 }\n\
-[[alarm]]\nid = \"pond1-low-oxygen\"\nsensor = \"pond1.do\"\nbelow = 5.0\nclear_above = 5.5\nfor = \"2s\"\nseverity = \"critical\"\n\
-[[alarm]]\nid = \"pond1-hot\"\nsensor = \"pond1.temp\"\nabove = 30.0\n";
+/// Two simulated sensors sampled every second, a low-oxygen rule (with `extra` keys)
+/// that the constant 4.2 mg/L breaks, and a temperature rule it does not.
+fn rules(extra: &str) -> String {
+    format!(
+        "[jobs.sample]\nevery = \"1s\"\n\
+         [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+         [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nunit = \"mg/L\"\nmodel = {{ base = 4.2 }}\n\
+         [[sensor]]\nid = \"pond1.temp\"\nbus = \"sim\"\nunit = \"degC\"\nmodel = {{ base = 18.0 }}\n\
+         [[alarm]]\nid = \"pond1-hot\"\nsensor = \"pond1.temp\"\nabove = 30.0\n\
+         [[alarm]]\nid = \"pond1-low-oxygen\"\nsensor = \"pond1.do\"\nbelow = 5.0\nclear_above = 5.5\nfor = \"2s\"\nseverity = \"critical\"\n{extra}"
+    )
+}
 
 fn alarms(site: &Site) -> Vec<serde_json::Value> {
     let (code, out, err) = site.cli(&["alarms", "--json"]);
@@ -21,7 +27,7 @@ fn alarms(site: &Site) -> Vec<serde_json::Value> {
 
 #[test]
 fn before_any_reading_every_rule_is_ok() {
-    let site = Site::new(RULES);
+    let site = Site::new(&rules(""));
     let rows = alarms(&site);
     assert_eq!(rows.len(), 2);
     for row in &rows {
@@ -38,7 +44,7 @@ fn before_any_reading_every_rule_is_ok() {
 
 #[test]
 fn a_low_oxygen_alarm_is_raised_offline_and_survives_a_kill() {
-    let site = Site::new(RULES);
+    let site = Site::new(&rules(""));
     let mut agent = site.start();
     agent.wait_for_log("alarm raised (critical)", Duration::from_secs(20));
 
@@ -84,6 +90,39 @@ fn a_low_oxygen_alarm_is_raised_offline_and_survives_a_kill() {
         .unwrap();
     assert_eq!(low["state"], "raised");
     assert_eq!(low["since"].as_str(), Some(since.as_str()));
+    again.signal(libc::SIGTERM);
+    assert_eq!(again.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_raised_alarm_runs_its_job_once_and_not_again_after_a_restart() {
+    let marker = tempfile::tempdir().unwrap();
+    let runs = marker.path().join("aerator-runs");
+    let rest = rules(&format!(
+        "run = \"aerator\"\n\
+         [jobs.aerator]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"echo on >> {}\"]\n",
+        runs.display()
+    ));
+    let site = Site::new(&rest);
+    let mut agent = site.start();
+    agent.wait_for_log("alarm raised: its job started", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the aerator ran", || runs.exists());
+    // Cycles go on with the oxygen still low: no second start.
+    eventually(Duration::from_secs(20), "more cycles", || {
+        agent.log().matches("sample: readings stored").count() >= 6
+    });
+    let count = || std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(count(), 1, "{}", agent.log());
+
+    agent.signal(libc::SIGKILL);
+    agent.wait_exit(Duration::from_secs(5));
+    let mut again = site.start();
+    eventually(
+        Duration::from_secs(20),
+        "readings after the restart",
+        || again.log().matches("sample: readings stored").count() >= 3,
+    );
+    assert_eq!(count(), 1, "{}", again.log());
     again.signal(libc::SIGTERM);
     assert_eq!(again.wait_exit(Duration::from_secs(10)), Some(0));
 }
