@@ -3,7 +3,8 @@
 //! Every Modbus register is a big-endian `u16` (the transport already made it one).
 //! A value of several registers is put together by its [`WordOrder`]: `big` puts the
 //! high word at the lower address, `little` the low word first. Then
-//! `value = raw × scale + offset`, except for `bool`, which is 1 or 0 and never scaled.
+//! `value = raw × scale + offset` (a scale of 1/n divides by n, so decimals come out
+//! as the device means them), except for `bool`, which is 1 or 0 and never scaled.
 //!
 //! Invariants: a value is always a finite `f64`. A NaN or infinite float from the
 //! device, or a scaled value that overflows, is a [`DecodeError`], because a reading
@@ -58,9 +59,23 @@ pub fn decode(map: &RegisterMap, words: &[u16]) -> Result<f64, DecodeError> {
         ValueType::F64 => f64::from_be_bytes(bytes(words, order)),
     };
     finite(raw)?;
-    let value = raw * map.scale + map.offset;
+    let value = scaled(raw, map.scale) + map.offset;
     finite(value)?;
     Ok(value)
+}
+
+/// `raw × scale`, computed as a division where `scale` is the inverse of a whole
+/// number (0.1, 0.01, 0.001: how registers carry decimals). 0.01 is not exact in
+/// binary, so 710 × 0.01 is 7.1000000000000005, while 710 / 100 is the f64 nearest
+/// 7.1, the value the device means and the one a server should see.
+fn scaled(raw: f64, scale: f64) -> f64 {
+    let inverse = 1.0 / scale;
+    let whole = inverse.round();
+    if whole.abs() >= 2.0 && (inverse - whole).abs() <= whole.abs() * 1e-12 {
+        raw / whole
+    } else {
+        raw * scale
+    }
 }
 
 /// The value of a `bool` sensor on a bit table (coil or discrete): 1 or 0, unscaled.

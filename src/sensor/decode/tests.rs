@@ -190,6 +190,18 @@ fn scale_and_offset() {
 }
 
 #[test]
+fn decimal_scales_give_the_decimal_the_device_means() {
+    // Multiplying would give 7.1000000000000005, 0.30000000000000004 and 7.199000000000001.
+    check((U16, Big, 0.01, 0.0), &[710], Ok(7.1));
+    check((U16, Big, 0.1, 0.0), &[3], Ok(0.3));
+    check((U16, Big, 0.001, 0.0), &[7199], Ok(7.199));
+    check((I16, Big, -0.01, 0.0), &[710], Ok(-7.1));
+    // Other scales multiply as before.
+    check((U16, Big, 0.25, 0.0), &[3], Ok(0.75));
+    check((U16, Big, 2.5, 0.0), &[4], Ok(10.0));
+}
+
+#[test]
 fn bool_on_a_register_is_nonzero_and_never_scaled() {
     for order in [Big, Little] {
         check(raw(Bool, order), &[0], Ok(0.0));
