@@ -265,7 +265,33 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         tracing::info!(job = %job.name, "sample: no enabled sensors");
         return Ok(());
     }
-    let readings = ctx.sampler.read(&chosen).await;
+    let (readings, changes) = ctx.sampler.read_noting_changes(&chosen).await;
+    for (sensor, quality) in changes {
+        let reading = readings.iter().find(|r| r.sensor == sensor);
+        let event = if quality == Quality::Bad {
+            Event::new(
+                reading.map_or_else(|| ctx.clock.now().wall, |r| r.ts),
+                Kind::SensorBad,
+                Severity::Warning,
+                &sensor,
+                reading
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_else(|| "read failed".to_string()),
+            )
+        } else {
+            Event::new(
+                reading.map_or_else(|| ctx.clock.now().wall, |r| r.ts),
+                Kind::SensorRecovered,
+                Severity::Info,
+                &sensor,
+                match reading.and_then(|r| r.value) {
+                    Some(v) => format!("reads again: {v}"),
+                    None => "reads again".to_string(),
+                },
+            )
+        };
+        ctx.events.raise(event);
+    }
     let clock = if ctx.clock.now().trusted {
         ClockQuality::Synced
     } else {

@@ -22,7 +22,8 @@ pub use calendar::Calendar;
 use plan::{Action, Plan, Remembered};
 
 use crate::clock::{BootTime, Clock};
-use crate::config::Config;
+use crate::config::{Config, Severity};
+use crate::event::{Event, Kind};
 use crate::job::{self, JobContext};
 use crate::store::StoreHandle;
 use crate::store::jobs::{self as job_store, Outcome};
@@ -303,6 +304,13 @@ impl Shell {
                 Action::ClockTrusted => {
                     tracing::info!("wall clock is trusted; calendar jobs scheduled");
                     self.correct_readings();
+                    self.ctx.events.raise(Event::new(
+                        self.ctx.clock.now().wall,
+                        Kind::ClockTrusted,
+                        Severity::Info,
+                        "clock",
+                        "the wall clock is synchronised: calendar jobs scheduled, this boot's readings re-stamped",
+                    ));
                 }
             }
         }

@@ -78,3 +78,99 @@ fn events_raised_while_the_broker_is_down_arrive_after_it_returns_in_order() {
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Events of `kind` seen so far.
+fn of_kind(watcher: &Watcher, topic: &str, kind: &str) -> Vec<serde_json::Value> {
+    watcher
+        .on(topic)
+        .iter()
+        .map(Msg::json)
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_going_bad_and_back_a_job_failure_and_a_rejected_push_are_one_event_each() {
+    use std::collections::HashMap;
+
+    use crate::support::broker::any_broker;
+    use crate::support::modbus::TcpDevice;
+
+    let broker = any_broker();
+    let prefix = unique_prefix("events-each");
+    let topic = format!("{prefix}/event");
+    let device = TcpDevice::start(HashMap::from([(1, vec![720])])).await;
+    let address = device.address;
+    let rest = format!(
+        "[mqtt]\nurl = \"{}\"\ntopic_prefix = \"{prefix}\"\nremote_config = true\nallow_remote_commands = true\n\
+         [jobs.sample]\nevery = \"1s\"\n\
+         [jobs.broken]\nkind = \"command\"\ncommand = [\"/bin/false\"]\n\
+         [[bus]]\nname = \"plc\"\nkind = \"modbus-tcp\"\naddress = \"{address}\"\ntimeout = \"200ms\"\nretries = 0\n\
+         [[sensor]]\nid = \"pond1.do\"\nbus = \"plc\"\nslave = 1\nregister = 0\nscale = 0.01\nunit = \"mg/L\"\n",
+        broker.url
+    );
+    let site = Site::with_id(&format!("each-{:06x}", fastrand::u32(..0xff_ffff)), &rest);
+    let watcher = Watcher::connect(&broker.url, &[&topic]);
+    let mut agent = site.start();
+    let seen = Duration::from_secs(20);
+    let cycles = |n: usize| {
+        let start = agent.log().matches("sample: readings stored").count();
+        eventually(seen, "more sampling cycles", || {
+            agent.log().matches("sample: readings stored").count() >= start + n
+        });
+    };
+    cycles(2);
+
+    device.stop().await;
+    watcher.wait_for(&topic, seen, "sensor_bad", |m| {
+        m.json()["kind"] == "sensor_bad"
+    });
+    cycles(3);
+    let device = TcpDevice::start_at(address, HashMap::from([(1, vec![710])])).await;
+    watcher.wait_for(&topic, seen, "sensor_recovered", |m| {
+        m.json()["kind"] == "sensor_recovered"
+    });
+    cycles(3);
+
+    watcher.publish(
+        &format!("{prefix}/cmd/request"),
+        r#"{"id":"r1","cmd":"run-job","args":{"job":"broken"}}"#,
+        false,
+    );
+    watcher.publish(
+        &format!("{prefix}/config/set"),
+        r#"{"version":1,"config":{"jobs":{"sample":{"every":"5 parsecs"}}}}"#,
+        false,
+    );
+    watcher.wait_for(&topic, seen, "job_failed", |m| {
+        m.json()["kind"] == "job_failed"
+    });
+    watcher.wait_for(&topic, seen, "config_rejected", |m| {
+        m.json()["kind"] == "config_rejected"
+    });
+    cycles(2);
+
+    let bad = of_kind(&watcher, &topic, "sensor_bad");
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert_eq!(bad[0]["subject"], "pond1.do");
+    assert_eq!(bad[0]["severity"], "warning");
+    let back = of_kind(&watcher, &topic, "sensor_recovered");
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert_eq!(back[0]["message"], "reads again: 7.1");
+    let failed = of_kind(&watcher, &topic, "job_failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["subject"], "broken");
+    let rejected = of_kind(&watcher, &topic, "config_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["subject"], "1");
+    assert!(
+        rejected[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("jobs.sample.every")),
+        "{rejected:#?}"
+    );
+
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+    device.stop().await;
+}

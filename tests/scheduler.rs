@@ -692,6 +692,17 @@ async fn readings_taken_before_the_clock_was_trusted_are_corrected_when_it_is() 
     for (ts, _) in &after {
         assert!(*ts >= trust, "{ts}");
     }
+    // The clock becoming trusted is one event, stamped on the trusted clock.
+    let events = store
+        .call(|c| tidegate::store::events::oldest(c, 100))
+        .await
+        .unwrap();
+    let trusted: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.kind == tidegate::event::Kind::ClockTrusted)
+        .collect();
+    assert_eq!(trusted.len(), 1, "{events:?}");
+    assert!(trusted[0].1.ts >= synced_at, "{events:?}");
 }
 
 /// The real scheduler task on a fresh database, for tests that run in real time.
@@ -716,10 +727,12 @@ impl Shell {
         let config = Arc::new(tidegate::config::parse_str(&text, "t.toml").unwrap());
         let store = tidegate::store::StoreHandle::spawn(tidegate::store::open(dir.path()).unwrap());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let (handle, task) =
-            tidegate::scheduler::spawn(config, Arc::new(clock), store.clone(), shutdown.clone())
-                .await
-                .unwrap();
+        // Events queued in the database as with a broker, so tests can count them.
+        let mut ctx = tidegate::job::JobContext::new(config, Arc::new(clock), store.clone());
+        ctx.events = tidegate::event::Events::queued(store.clone());
+        let (handle, task) = tidegate::scheduler::spawn_with(ctx, shutdown.clone())
+            .await
+            .unwrap();
         Shell {
             _dir: dir,
             store,

@@ -71,6 +71,16 @@ impl Sampler {
 
     /// One reading of each of `sensors`, in their order.
     pub async fn read(&self, sensors: &[SensorConfig]) -> Vec<Reading> {
+        self.read_noting_changes(sensors).await.0
+    }
+
+    /// [`read`](Self::read), and the sensors that went bad or stopped being bad with
+    /// this read, with their new quality. A first read that is bad counts (a sensor
+    /// bad from the start must be heard about too); a first good one does not.
+    pub async fn read_noting_changes(
+        &self,
+        sensors: &[SensorConfig],
+    ) -> (Vec<Reading>, Vec<(String, Quality)>) {
         let mut by_bus: BTreeMap<&str, Vec<SensorConfig>> = BTreeMap::new();
         for sensor in sensors {
             by_bus
@@ -123,10 +133,15 @@ impl Sampler {
             })
             .collect();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes = Vec::new();
         for r in &readings {
-            last.insert(r.sensor.clone(), r.quality);
+            let before = last.insert(r.sensor.clone(), r.quality);
+            let (bad_now, bad_before) = (r.quality == Quality::Bad, before == Some(Quality::Bad));
+            if bad_now != bad_before && (before.is_some() || bad_now) {
+                changes.push((r.sensor.clone(), r.quality));
+            }
         }
-        readings
+        (readings, changes)
     }
 
     /// Each bus's counters, by name.
