@@ -10,7 +10,7 @@ pub mod command;
 pub mod retry;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -28,6 +28,7 @@ use crate::sensor::sampler::Sampler;
 use crate::store::alarms as alarm_store;
 use crate::store::jobs::{self, Origin, Outcome};
 use crate::store::readings::{self, ClockQuality};
+use crate::store::upload as upload_store;
 use crate::store::{StoreError, StoreHandle};
 use crate::time::format_utc;
 
@@ -66,7 +67,14 @@ pub struct JobContext {
     /// The scheduler running these jobs, for an alarm's `run` (set by the scheduler;
     /// `None` in a CLI `job run`).
     pub scheduler: Option<SchedulerHandle>,
+    /// Whether the buffer is past [`BUFFER_HIGH`] full (its event was raised).
+    pub buffer_high: Arc<AtomicBool>,
 }
+
+/// A buffer this full raises `buffer_high` once...
+pub const BUFFER_HIGH: f64 = 0.8;
+/// ...and must fall below this before it can again.
+const BUFFER_HIGH_CLEAR: f64 = 0.75;
 
 impl JobContext {
     /// Must be called inside the runtime: it starts the bus tasks.
@@ -99,6 +107,7 @@ impl JobContext {
             mqtt,
             events,
             scheduler: None,
+            buffer_high: Arc::default(),
         }
     }
 
@@ -119,6 +128,7 @@ impl JobContext {
             mqtt: self.mqtt.clone(),
             events: self.events.clone(),
             scheduler: self.scheduler.clone(),
+            buffer_high: Arc::clone(&self.buffer_high),
         }
     }
 }
@@ -215,11 +225,30 @@ async fn builtin(
     match &job.kind {
         JobKind::Heartbeat => heartbeat(job, ctx).await?,
         JobKind::Sample { sensors } => sample(job, ctx, sensors.as_deref()).await?,
-        JobKind::Upload => match crate::upload::run(ctx, cancel).await {
-            Ok(_) => {}
-            Err(crate::upload::UploadError::Stopped) => return Err(Failure::Cancelled),
-            Err(e) => return Err(Failure::Error(e.to_string())),
-        },
+        JobKind::Upload => {
+            let was_paused = ctx
+                .store
+                .call(|c| upload_store::status(c))
+                .await
+                .is_ok_and(|s| s.paused.is_some());
+            match crate::upload::run(ctx, cancel).await {
+                Ok(_) => {}
+                Err(crate::upload::UploadError::Stopped) => return Err(Failure::Cancelled),
+                Err(e) => {
+                    // Raised when uploads pause, not at every run that finds them paused.
+                    if matches!(e, crate::upload::UploadError::Paused { .. }) && !was_paused {
+                        ctx.events.raise(Event::new(
+                            ctx.clock.now().wall,
+                            Kind::UploadPaused,
+                            Severity::Critical,
+                            "upload",
+                            e.to_string(),
+                        ));
+                    }
+                    return Err(Failure::Error(e.to_string()));
+                }
+            }
+        }
         JobKind::Cleanup => cleanup(job, ctx).await?,
         JobKind::Command(_) => unreachable!("command jobs are run by attempt()"),
     }
@@ -266,7 +295,27 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         return Ok(());
     }
     let (readings, changes) = ctx.sampler.read_noting_changes(&chosen).await;
-    for (sensor, quality) in changes {
+    let now = ctx.clock.now().wall;
+    for (bus, down) in changes.buses {
+        ctx.events.raise(if down {
+            Event::new(
+                now,
+                Kind::BusDown,
+                Severity::Warning,
+                &bus,
+                "no sensor on it reads",
+            )
+        } else {
+            Event::new(
+                now,
+                Kind::BusUp,
+                Severity::Info,
+                &bus,
+                "its sensors read again",
+            )
+        });
+    }
+    for (sensor, quality) in changes.sensors {
         let reading = readings.iter().find(|r| r.sensor == sensor);
         let event = if quality == Quality::Bad {
             Event::new(
@@ -348,6 +397,35 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         Err(error) => tracing::error!(%error, "cannot check the alarm rules"),
     }
     let stored = stored.map_err(cannot_store)?;
+    let now = ctx.clock.now().wall;
+    if stored.dropped > 0 {
+        ctx.events.raise(Event::new(
+            now,
+            Kind::BufferDropped,
+            Severity::Critical,
+            "buffer",
+            format!(
+                "{} readings the server did not have were dropped at a buffer limit",
+                stored.dropped
+            ),
+        ));
+    }
+    if stored.fill >= BUFFER_HIGH {
+        if !ctx.buffer_high.swap(true, Ordering::Relaxed) {
+            ctx.events.raise(Event::new(
+                now,
+                Kind::BufferHigh,
+                Severity::Warning,
+                "buffer",
+                format!(
+                    "the buffer is {:.0} % full; past its limits the oldest readings are dropped",
+                    stored.fill * 100.0
+                ),
+            ));
+        }
+    } else if stored.fill < BUFFER_HIGH_CLEAR {
+        ctx.buffer_high.store(false, Ordering::Relaxed);
+    }
     match stored.seqs {
         Some((first, last)) => {
             tracing::info!(job = %job.name, good, bad = ?bad, first, last, "sample: readings stored")

@@ -90,7 +90,7 @@ fn of_kind(watcher: &Watcher, topic: &str, kind: &str) -> Vec<serde_json::Value>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sensor_going_bad_and_back_a_job_failure_and_a_rejected_push_are_one_event_each() {
+async fn a_device_going_away_and_back_a_job_failure_and_a_rejected_push_are_one_event_each() {
     use std::collections::HashMap;
 
     use crate::support::broker::any_broker;
@@ -157,6 +157,11 @@ async fn a_sensor_going_bad_and_back_a_job_failure_and_a_rejected_push_are_one_e
     let back = of_kind(&watcher, &topic, "sensor_recovered");
     assert_eq!(back.len(), 1, "{back:#?}");
     assert_eq!(back[0]["message"], "reads again: 7.1");
+    let down = of_kind(&watcher, &topic, "bus_down");
+    assert_eq!(down.len(), 1, "{down:#?}");
+    assert_eq!(down[0]["subject"], "plc");
+    let up = of_kind(&watcher, &topic, "bus_up");
+    assert_eq!(up.len(), 1, "{up:#?}");
     let failed = of_kind(&watcher, &topic, "job_failed");
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["subject"], "broken");
@@ -173,4 +178,86 @@ async fn a_sensor_going_bad_and_back_a_job_failure_and_a_rejected_push_are_one_e
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
     device.stop().await;
+}
+
+#[test]
+fn a_filling_buffer_and_a_refused_token_are_heard_about_once() {
+    use chrono::TimeZone;
+    use tidegate::clock::BootTime;
+    use tidegate::reading::Reading;
+    use tidegate::store::{self, readings};
+
+    use crate::support::broker::any_broker;
+    use crate::support::ingest::{Answer, Ingest};
+
+    let broker = any_broker();
+    let ingest = Ingest::start();
+    ingest.otherwise(Answer::status(401));
+    let prefix = unique_prefix("events-buffer");
+    let topic = format!("{prefix}/event");
+    let rest = format!(
+        "[mqtt]\nurl = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
+         [upload]\nurl = \"{}\"\n\
+         [buffer]\nmax_rows = 1000\n\
+         [jobs.sample]\nevery = \"1s\"\n\
+         [jobs.upload]\nevery = \"1s\"\n\
+         [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+         [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n\
+         [[sensor]]\nid = \"pond1.temp\"\nbus = \"sim\"\nmodel = {{ base = 18.0 }}\n",
+        broker.url,
+        ingest.url()
+    );
+    let site = Site::with_id(&format!("fill-{:06x}", fastrand::u32(..0xff_ffff)), &rest);
+    // 995 readings from an earlier outage: past 80 % at once, at the cap in 3 cycles.
+    {
+        let mut conn = store::open(&site.state_dir()).unwrap();
+        let ts = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+        let cycle: Vec<Reading> = (0..995)
+            .map(|i| Reading::good("pond1.do", ts, f64::from(i), Some("mg/L")))
+            .collect();
+        let boot = BootTime {
+            boot_id: "an-earlier-boot".into(),
+            since_boot_ms: 1_000,
+        };
+        readings::insert_cycle(&mut conn, &cycle, readings::ClockQuality::Synced, &boot).unwrap();
+    }
+    let watcher = Watcher::connect(&broker.url, &[&topic]);
+    let mut agent = site.start();
+    let seen = Duration::from_secs(20);
+    watcher.wait_for(&topic, seen, "buffer_high", |m| {
+        m.json()["kind"] == "buffer_high"
+    });
+    watcher.wait_for(&topic, seen, "upload_paused", |m| {
+        m.json()["kind"] == "upload_paused"
+    });
+    let dropped = watcher.wait_for(&topic, seen, "buffer_dropped", |m| {
+        m.json()["kind"] == "buffer_dropped"
+    });
+    assert_eq!(dropped.json()["severity"], "critical");
+    assert!(
+        dropped.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("100 readings")),
+        "{}",
+        dropped.json()
+    );
+    // Several more upload runs meet the same 401, and more cycles stay above 80 %.
+    eventually(seen, "more refused uploads", || {
+        ingest.requests().len() >= 4
+    });
+
+    let high = of_kind(&watcher, &topic, "buffer_high");
+    assert_eq!(high.len(), 1, "{high:#?}");
+    assert_eq!(high[0]["severity"], "warning");
+    let paused = of_kind(&watcher, &topic, "upload_paused");
+    assert_eq!(paused.len(), 1, "{paused:#?}");
+    assert_eq!(paused[0]["severity"], "critical");
+    assert!(
+        paused[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("401")),
+        "{paused:#?}"
+    );
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
 }

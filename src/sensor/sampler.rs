@@ -35,6 +35,18 @@ pub struct Sampler {
     /// Each sensor's last quality, by id; shared with the previous sampler so a run
     /// still going on it during a reload is remembered too.
     last: Arc<Mutex<HashMap<String, Quality>>>,
+    /// Each bus's state after its last read: down when none of its sensors read
+    /// good. Shared across reloads like `last`.
+    down: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+/// What changed with one read, for events.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Sensors that went bad or stopped being bad, with their new quality.
+    pub sensors: Vec<(String, Quality)>,
+    /// Buses that went down (`true`: no sensor on it read good) or came back.
+    pub buses: Vec<(String, bool)>,
 }
 
 impl Sampler {
@@ -57,6 +69,10 @@ impl Sampler {
             })
             .collect();
         let last = previous.map_or_else(Arc::default, |p| Arc::clone(&p.last));
+        let down = previous.map_or_else(Arc::default, |p| Arc::clone(&p.down));
+        down.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| config.buses.iter().any(|b| &b.name == name));
         last.lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| config.sensors.iter().any(|s| &s.id == id));
@@ -66,6 +82,7 @@ impl Sampler {
             clock,
             rng: Mutex::new(fastrand::Rng::new()),
             last,
+            down,
         }
     }
 
@@ -74,13 +91,11 @@ impl Sampler {
         self.read_noting_changes(sensors).await.0
     }
 
-    /// [`read`](Self::read), and the sensors that went bad or stopped being bad with
-    /// this read, with their new quality. A first read that is bad counts (a sensor
-    /// bad from the start must be heard about too); a first good one does not.
-    pub async fn read_noting_changes(
-        &self,
-        sensors: &[SensorConfig],
-    ) -> (Vec<Reading>, Vec<(String, Quality)>) {
+    /// [`read`](Self::read), and what changed with it: sensors that went bad or
+    /// stopped being bad, buses that went down or came back. A first read that is
+    /// bad counts (a sensor or bus bad from the start must be heard about too); a
+    /// first good one does not.
+    pub async fn read_noting_changes(&self, sensors: &[SensorConfig]) -> (Vec<Reading>, Changes) {
         let mut by_bus: BTreeMap<&str, Vec<SensorConfig>> = BTreeMap::new();
         for sensor in sensors {
             by_bus
@@ -132,13 +147,27 @@ impl Sampler {
                 })
             })
             .collect();
+        let mut changes = Changes::default();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let mut changes = Vec::new();
         for r in &readings {
             let before = last.insert(r.sensor.clone(), r.quality);
             let (bad_now, bad_before) = (r.quality == Quality::Bad, before == Some(Quality::Bad));
             if bad_now != bad_before && (before.is_some() || bad_now) {
-                changes.push((r.sensor.clone(), r.quality));
+                changes.sensors.push((r.sensor.clone(), r.quality));
+            }
+        }
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buses: Vec<&str> = sensors.iter().map(|s| s.bus.as_str()).collect();
+        buses.sort_unstable();
+        buses.dedup();
+        for bus in buses {
+            let is_down = !sensors
+                .iter()
+                .zip(&readings)
+                .any(|(s, r)| s.bus == bus && r.quality != Quality::Bad);
+            let before = down.insert(bus.to_string(), is_down);
+            if before != Some(is_down) && (before.is_some() || is_down) {
+                changes.buses.push((bus.to_string(), is_down));
             }
         }
         (readings, changes)

@@ -250,10 +250,15 @@ impl Drop for Held {
 
 /// What [`store_cycle`] did: the seqs given to this call's readings, first and last
 /// (`None` when nothing was stored), and how many readings are still held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stored {
     pub seqs: Option<(i64, i64)>,
     pub held: usize,
+    /// Readings the server did not have that this call dropped (limits, or held in
+    /// memory past their bound).
+    pub dropped: u64,
+    /// How full the buffer is against its nearer limit, rows or size: 0.0 to 1.0.
+    pub fill: f64,
 }
 
 /// Stores `cycle` after any cycles held from earlier failures, in order, then keeps
@@ -278,13 +283,15 @@ pub fn store_cycle(
     }
     let mut seqs: Option<(i64, i64)> = None;
     let mut made_room = false;
+    let mut dropped = 0;
     while let Some(next) = state.cycles.front() {
         let mut inserted = insert_cycle(conn, &next.readings, next.clock, &next.boot);
         if inserted.is_err() && !made_room {
             // A full file on a low disk: the oldest rows make way, then once more.
             made_room = true;
-            if let Err(err) = enforce_limits(conn, limits, &free_disk) {
-                tracing::warn!(error = %err, "cannot make room in the buffer");
+            match enforce_limits(conn, limits, &free_disk) {
+                Ok(n) => dropped += n,
+                Err(err) => tracing::warn!(error = %err, "cannot make room in the buffer"),
             }
             inserted = insert_cycle(conn, &next.readings, next.clock, &next.boot);
         }
@@ -312,13 +319,30 @@ pub fn store_cycle(
             dropped = state.dropped,
             "readings held in memory while the buffer was full were dropped, oldest first"
         );
+        dropped += state.dropped;
         state.dropped = 0;
     }
-    enforce_limits(conn, limits, &free_disk)?;
+    dropped += enforce_limits(conn, limits, &free_disk)?;
     Ok(Stored {
         seqs,
         held: state.readings,
+        dropped,
+        fill: fill(conn, limits)?,
     })
+}
+
+/// How full the buffer is against the nearer of its row and size limits.
+fn fill(conn: &Connection, limits: &Limits) -> Result<f64, StoreError> {
+    let rows = counts(conn)?.readings as f64;
+    let used: i64 = conn
+        .prepare_cached(
+            "SELECT (page_count - freelist_count) * page_size
+             FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let by_rows = rows / (limits.max_rows.max(1) as f64);
+    let by_size = used as f64 / (limits.max_size.max(1) as f64);
+    Ok(by_rows.max(by_size).min(1.0))
 }
 
 fn add_dropped(conn: &Connection, n: u64) -> Result<(), StoreError> {
