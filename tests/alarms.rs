@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::agent::{Site, eventually};
+use crate::support::agent::{Agent, Site, eventually};
 
 /// Two simulated sensors sampled every second, a low-oxygen rule (with `extra` keys)
 /// that the constant 4.2 mg/L breaks, and a temperature rule it does not.
@@ -17,6 +17,20 @@ fn rules(extra: &str) -> String {
          [[alarm]]\nid = \"pond1-hot\"\nsensor = \"pond1.temp\"\nabove = 30.0\n\
          [[alarm]]\nid = \"pond1-low-oxygen\"\nsensor = \"pond1.do\"\nbelow = 5.0\nclear_above = 5.5\nfor = \"2s\"\nseverity = \"critical\"\n{extra}"
     )
+}
+
+/// Kills the agent with -9 and starts it again; returns once it has stored three
+/// more cycles.
+fn kill_and_restart(site: &Site, mut agent: Agent) -> Agent {
+    agent.signal(libc::SIGKILL);
+    agent.wait_exit(Duration::from_secs(5));
+    let again = site.start();
+    eventually(
+        Duration::from_secs(20),
+        "readings after the restart",
+        || again.log().matches("sample: readings stored").count() >= 3,
+    );
+    again
 }
 
 fn alarms(site: &Site) -> Vec<serde_json::Value> {
@@ -45,7 +59,7 @@ fn before_any_reading_every_rule_is_ok() {
 #[test]
 fn a_low_oxygen_alarm_is_raised_offline_and_survives_a_kill() {
     let site = Site::new(&rules(""));
-    let mut agent = site.start();
+    let agent = site.start();
     agent.wait_for_log("alarm raised (critical)", Duration::from_secs(20));
 
     let rows = alarms(&site);
@@ -75,14 +89,7 @@ fn a_low_oxygen_alarm_is_raised_offline_and_survives_a_kill() {
     assert!(held >= chrono::Duration::seconds(2), "raised after {held}");
     assert!(held < chrono::Duration::seconds(4), "raised after {held}");
 
-    agent.signal(libc::SIGKILL);
-    agent.wait_exit(Duration::from_secs(5));
-    let mut again = site.start();
-    eventually(
-        Duration::from_secs(20),
-        "readings after the restart",
-        || again.log().matches("sample: readings stored").count() >= 3,
-    );
+    let mut again = kill_and_restart(&site, agent);
     assert!(!again.log().contains("alarm raised"), "{}", again.log());
     let low = alarms(&site)
         .into_iter()
@@ -104,7 +111,7 @@ fn a_raised_alarm_runs_its_job_once_and_not_again_after_a_restart() {
         runs.display()
     ));
     let site = Site::new(&rest);
-    let mut agent = site.start();
+    let agent = site.start();
     agent.wait_for_log("alarm raised: its job started", Duration::from_secs(20));
     eventually(Duration::from_secs(10), "the aerator ran", || runs.exists());
     // Cycles go on with the oxygen still low: no second start.
@@ -114,14 +121,7 @@ fn a_raised_alarm_runs_its_job_once_and_not_again_after_a_restart() {
     let count = || std::fs::read_to_string(&runs).unwrap().lines().count();
     assert_eq!(count(), 1, "{}", agent.log());
 
-    agent.signal(libc::SIGKILL);
-    agent.wait_exit(Duration::from_secs(5));
-    let mut again = site.start();
-    eventually(
-        Duration::from_secs(20),
-        "readings after the restart",
-        || again.log().matches("sample: readings stored").count() >= 3,
-    );
+    let mut again = kill_and_restart(&site, agent);
     assert_eq!(count(), 1, "{}", again.log());
     again.signal(libc::SIGTERM);
     assert_eq!(again.wait_exit(Duration::from_secs(10)), Some(0));

@@ -283,7 +283,10 @@ fn a_full_database_holds_cycles_in_memory_and_stores_them_in_order_when_room_ret
         }
     };
     let stored = store_cycle(&mut conn, &held, cycle(0), &ROOMY, || None).unwrap();
-    assert_eq!((stored.seqs, stored.held, stored.dropped), (Some((1, 24)), 0, 0));
+    assert_eq!(
+        (stored.seqs, stored.held, stored.dropped),
+        (Some((1, 24)), 0, 0)
+    );
     assert!(stored.fill > 0.0 && stored.fill < 0.01, "{stored:?}");
     // The disk is full: not one more page.
     let pages: i64 = conn
