@@ -22,9 +22,9 @@ use crate::config::{AlarmConfig, Config, JobConfig, JobKind, SensorConfig, Sever
 use crate::event::{Event, Events, Kind};
 use crate::health::{ConfigStatus, Health};
 use crate::mqtt::{MqttHandle, PublishError};
-use crate::reading::Quality;
+use crate::reading::{Quality, Reading};
 use crate::scheduler::SchedulerHandle;
-use crate::sensor::sampler::Sampler;
+use crate::sensor::sampler::{Changes, Sampler};
 use crate::store::alarms as alarm_store;
 use crate::store::jobs::{self, Origin, Outcome};
 use crate::store::readings::{self, ClockQuality};
@@ -281,7 +281,8 @@ async fn heartbeat(job: &JobConfig, ctx: &JobContext) -> Result<(), Failure> {
 
 /// Reads the enabled sensors (or the job's own list) once and stores the cycle in one
 /// transaction. Bad readings are stored too, with their errors: the run fails only
-/// when the cycle cannot be stored.
+/// when the cycle cannot be stored. Steps the alarm rules on the cycle (stored or
+/// not) and raises the events of what changed: sensors, buses, alarms, the buffer.
 async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> Result<(), Failure> {
     let chosen: Vec<SensorConfig> = ctx
         .config
@@ -295,52 +296,7 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         return Ok(());
     }
     let (readings, changes) = ctx.sampler.read_noting_changes(&chosen).await;
-    let now = ctx.clock.now().wall;
-    for (bus, down) in changes.buses {
-        ctx.events.raise(if down {
-            Event::new(
-                now,
-                Kind::BusDown,
-                Severity::Warning,
-                &bus,
-                "no sensor on it reads",
-            )
-        } else {
-            Event::new(
-                now,
-                Kind::BusUp,
-                Severity::Info,
-                &bus,
-                "its sensors read again",
-            )
-        });
-    }
-    for (sensor, quality) in changes.sensors {
-        let reading = readings.iter().find(|r| r.sensor == sensor);
-        let event = if quality == Quality::Bad {
-            Event::new(
-                reading.map_or_else(|| ctx.clock.now().wall, |r| r.ts),
-                Kind::SensorBad,
-                Severity::Warning,
-                &sensor,
-                reading
-                    .and_then(|r| r.error.clone())
-                    .unwrap_or_else(|| "read failed".to_string()),
-            )
-        } else {
-            Event::new(
-                reading.map_or_else(|| ctx.clock.now().wall, |r| r.ts),
-                Kind::SensorRecovered,
-                Severity::Info,
-                &sensor,
-                match reading.and_then(|r| r.value) {
-                    Some(v) => format!("reads again: {v}"),
-                    None => "reads again".to_string(),
-                },
-            )
-        };
-        ctx.events.raise(event);
-    }
+    raise_read_changes(ctx, &readings, changes);
     let clock = if ctx.clock.now().trusted {
         ClockQuality::Synced
     } else {
@@ -397,35 +353,7 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         Err(error) => tracing::error!(%error, "cannot check the alarm rules"),
     }
     let stored = stored.map_err(cannot_store)?;
-    let now = ctx.clock.now().wall;
-    if stored.dropped > 0 {
-        ctx.events.raise(Event::new(
-            now,
-            Kind::BufferDropped,
-            Severity::Critical,
-            "buffer",
-            format!(
-                "{} readings the server did not have were dropped at a buffer limit",
-                stored.dropped
-            ),
-        ));
-    }
-    if stored.fill >= BUFFER_HIGH {
-        if !ctx.buffer_high.swap(true, Ordering::Relaxed) {
-            ctx.events.raise(Event::new(
-                now,
-                Kind::BufferHigh,
-                Severity::Warning,
-                "buffer",
-                format!(
-                    "the buffer is {:.0} % full; past its limits the oldest readings are dropped",
-                    stored.fill * 100.0
-                ),
-            ));
-        }
-    } else if stored.fill < BUFFER_HIGH_CLEAR {
-        ctx.buffer_high.store(false, Ordering::Relaxed);
-    }
+    raise_buffer_events(ctx, &stored);
     match stored.seqs {
         Some((first, last)) => {
             tracing::info!(job = %job.name, good, bad = ?bad, first, last, "sample: readings stored")
@@ -433,6 +361,85 @@ async fn sample(job: &JobConfig, ctx: &JobContext, only: Option<&[String]>) -> R
         None => tracing::info!(job = %job.name, "sample: nothing read"),
     }
     Ok(())
+}
+
+/// Events for the sensors and buses whose state changed with this read.
+fn raise_read_changes(ctx: &JobContext, readings: &[Reading], changes: Changes) {
+    let now = ctx.clock.now().wall;
+    for (bus, down) in changes.buses {
+        ctx.events.raise(if down {
+            Event::new(
+                now,
+                Kind::BusDown,
+                Severity::Warning,
+                &bus,
+                "no sensor on it reads",
+            )
+        } else {
+            Event::new(
+                now,
+                Kind::BusUp,
+                Severity::Info,
+                &bus,
+                "its sensors read again",
+            )
+        });
+    }
+    for (sensor, quality) in changes.sensors {
+        let reading = readings.iter().find(|r| r.sensor == sensor);
+        let ts = reading.map_or(now, |r| r.ts);
+        ctx.events.raise(if quality == Quality::Bad {
+            let error = reading.and_then(|r| r.error.clone());
+            Event::new(
+                ts,
+                Kind::SensorBad,
+                Severity::Warning,
+                &sensor,
+                error.unwrap_or_else(|| "read failed".to_string()),
+            )
+        } else {
+            let message = match reading.and_then(|r| r.value) {
+                Some(v) => format!("reads again: {v}"),
+                None => "reads again".to_string(),
+            };
+            Event::new(ts, Kind::SensorRecovered, Severity::Info, &sensor, message)
+        });
+    }
+}
+
+/// Events for readings dropped at a limit and for a buffer filling up.
+fn raise_buffer_events(ctx: &JobContext, stored: &readings::Stored) {
+    let now = ctx.clock.now().wall;
+    if stored.dropped > 0 {
+        let message = format!(
+            "{} readings the server did not have were dropped at a buffer limit",
+            stored.dropped
+        );
+        ctx.events.raise(Event::new(
+            now,
+            Kind::BufferDropped,
+            Severity::Critical,
+            "buffer",
+            message,
+        ));
+    }
+    if stored.fill >= BUFFER_HIGH {
+        if !ctx.buffer_high.swap(true, Ordering::Relaxed) {
+            let message = format!(
+                "the buffer is {:.0} % full; past its limits the oldest readings are dropped",
+                stored.fill * 100.0
+            );
+            ctx.events.raise(Event::new(
+                now,
+                Kind::BufferHigh,
+                Severity::Warning,
+                "buffer",
+                message,
+            ));
+        }
+    } else if stored.fill < BUFFER_HIGH_CLEAR {
+        ctx.buffer_high.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Logs what a cycle did to the alarms, raises their events, and starts the job of
