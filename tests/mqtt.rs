@@ -1177,14 +1177,15 @@ fn a_push_that_breaks_uploads_is_rolled_back_over_the_broker() {
     let ingest = crate::support::ingest::Ingest::start();
     let broker = any_broker();
     let prefix = unique_prefix("rollback");
-    let (set, state, status, request, response) = (
+    let (set, state, status, request, response, event) = (
         format!("{prefix}/config/set"),
         format!("{prefix}/config/state"),
         format!("{prefix}/status"),
         format!("{prefix}/cmd/request"),
         format!("{prefix}/cmd/response"),
+        format!("{prefix}/event"),
     );
-    let watcher = Watcher::connect(&broker.url, &[&state, &status, &response]);
+    let watcher = Watcher::connect(&broker.url, &[&state, &status, &response, &event]);
     let site = site(
         "rollback",
         &broker.url,
@@ -1252,5 +1253,18 @@ fn a_push_that_breaks_uploads_is_rolled_back_over_the_broker() {
         text.contains(&ingest.url()) && !text.contains(dead),
         "{text}"
     );
+    // Each outcome of the push is one event, the version its subject.
+    let rolled = watcher.wait_for(&event, SEEN, "config_rolled_back", |m| {
+        m.json()["kind"] == "config_rolled_back"
+    });
+    assert_eq!(rolled.json()["subject"], "4");
+    assert_eq!(rolled.json()["severity"], "warning");
+    let kinds: Vec<String> = watcher
+        .on(&event)
+        .iter()
+        .filter_map(|m| m.json()["kind"].as_str().map(str::to_owned))
+        .filter(|k| k.starts_with("config_"))
+        .collect();
+    assert_eq!(kinds, ["config_applied", "config_rolled_back"], "{kinds:?}");
     stop(agent);
 }
