@@ -7,6 +7,7 @@
 //! holds at most [`MAX_QUEUED`] events: past that the oldest go, and are counted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -123,6 +124,10 @@ pub struct Events {
     /// `None` without a broker to send to: events are only logged.
     store: Option<StoreHandle>,
     wake: Arc<Notify>,
+    /// Whether the queue may hold events: set by every raise (and at the start, for
+    /// events queued before it), cleared when the forwarder takes a look, so an idle
+    /// agent never reads the queue just to find it empty.
+    maybe_queued: Arc<AtomicBool>,
 }
 
 impl Events {
@@ -131,6 +136,7 @@ impl Events {
         Events {
             store: Some(store),
             wake: Arc::new(Notify::new()),
+            maybe_queued: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -139,6 +145,7 @@ impl Events {
         Events {
             store: None,
             wake: Arc::new(Notify::new()),
+            maybe_queued: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -155,6 +162,7 @@ impl Events {
             store.submit("cannot queue an event", move |c| {
                 event_store::push(c, &event, MAX_QUEUED)
             });
+            self.maybe_queued.store(true, Ordering::Release);
             self.wake.notify_one();
         }
     }
@@ -166,25 +174,44 @@ pub async fn forward(events: Events, mqtt: MqttHandle) {
         return;
     };
     loop {
-        if mqtt.connected() {
+        // Taken before the read: an event raised meanwhile sets it again.
+        if mqtt.connected() && events.maybe_queued.swap(false, Ordering::AcqRel) {
             match send_queued(&store, &mqtt).await {
-                // More may be waiting: go again at once.
-                Ok(sent) if sent == BATCH => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "cannot send queued events"),
+                // All of it went: nothing waits until the next raise.
+                Ok(Sent::All) => {}
+                Ok(Sent::Some) => {
+                    events.maybe_queued.store(true, Ordering::Release);
+                    continue;
+                }
+                Ok(Sent::Stuck) => events.maybe_queued.store(true, Ordering::Release),
+                Err(error) => {
+                    events.maybe_queued.store(true, Ordering::Release);
+                    tracing::warn!(%error, "cannot send queued events");
+                }
             }
         }
         let _ = tokio::time::timeout(RECHECK, events.wake.notified()).await;
     }
 }
 
-/// Hands one batch to the MQTT client and deletes what it took; returns how many.
-async fn send_queued(store: &StoreHandle, mqtt: &MqttHandle) -> Result<usize, String> {
+/// How much of the queue one [`send_queued`] handed over.
+enum Sent {
+    /// Everything that was queued.
+    All,
+    /// A full batch: more may wait.
+    Some,
+    /// The client would not take more (its queue full, or gone): try again later.
+    Stuck,
+}
+
+/// Hands one batch to the MQTT client and deletes what it took.
+async fn send_queued(store: &StoreHandle, mqtt: &MqttHandle) -> Result<Sent, String> {
     let batch = store
         .call(|c| event_store::oldest(c, BATCH))
         .await
         .map_err(|e| e.to_string())?;
     let mut done = Vec::new();
+    let mut stuck = false;
     for (id, event) in &batch {
         match mqtt.offer_event(&event.to_json()) {
             Ok(()) => {}
@@ -192,16 +219,25 @@ async fn send_queued(store: &StoreHandle, mqtt: &MqttHandle) -> Result<usize, St
             Err(error @ PublishError::TooLarge { .. }) => {
                 tracing::error!(%error, kind = event.kind.as_str(), "event dropped");
             }
-            Err(_) => break,
+            Err(_) => {
+                stuck = true;
+                break;
+            }
         }
         done.push(*id);
     }
-    let sent = done.len();
-    if sent > 0 {
+    let full = batch.len() == BATCH;
+    if !done.is_empty() {
         store
             .call(move |c| event_store::delete(c, &done))
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(sent)
+    Ok(if stuck {
+        Sent::Stuck
+    } else if full {
+        Sent::Some
+    } else {
+        Sent::All
+    })
 }
