@@ -220,12 +220,95 @@ fn finish_in(
          WHERE name = ?1",
     )?
     .execute(params![name, ok, outcome.as_str(), error, duration])?;
+    count_outcome(tx, name, outcome.as_str())?;
+    tx.prepare_cached(
+        "INSERT INTO job_durations (job, le_ms, runs) VALUES (?1, ?2, 1)
+         ON CONFLICT (job, le_ms) DO UPDATE SET runs = runs + 1",
+    )?
+    .execute(params![name, bucket_of(duration_ms)])?;
+    tx.prepare_cached(
+        "UPDATE job_state SET duration_ms_sum = duration_ms_sum + ?2 WHERE name = ?1",
+    )?
+    .execute(params![name, duration])?;
     tx.prepare_cached(
         "DELETE FROM job_runs WHERE job = ?1 AND id <= (
              SELECT id FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?
     .execute(params![name, HISTORY])?;
     Ok(())
+}
+
+fn count_outcome(tx: &Connection, name: &str, outcome: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO job_outcomes (job, outcome, runs) VALUES (?1, ?2, 1)
+         ON CONFLICT (job, outcome) DO UPDATE SET runs = runs + 1",
+    )?
+    .execute(params![name, outcome])?;
+    Ok(())
+}
+
+/// The upper bounds, in milliseconds, of the buckets run durations are counted in:
+/// from a heartbeat's few milliseconds to an hour-long command job.
+pub const DURATION_BUCKETS_MS: [u64; 16] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000,
+    3_600_000,
+];
+
+/// The bucket a run of `duration_ms` is counted in: the first bound it does not
+/// pass, `i64::MAX` past the last.
+fn bucket_of(duration_ms: u64) -> i64 {
+    DURATION_BUCKETS_MS
+        .iter()
+        .find(|&&le| duration_ms <= le)
+        .and_then(|&le| i64::try_from(le).ok())
+        .unwrap_or(i64::MAX)
+}
+
+/// What `/metrics` reports of one job's runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStats {
+    /// Runs by outcome (`success`, `failure`, `timeout`, `cancelled`, `aborted`).
+    pub outcomes: Vec<(String, u64)>,
+    /// Runs with a known duration at or under each of [`DURATION_BUCKETS_MS`]
+    /// (cumulative), then all of them.
+    pub le: [u64; DURATION_BUCKETS_MS.len()],
+    pub count: u64,
+    pub sum_ms: u64,
+}
+
+/// Each job's [`RunStats`], by name.
+pub fn run_stats(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<String, RunStats>, StoreError> {
+    let mut stats: std::collections::BTreeMap<String, RunStats> = Default::default();
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    let mut stmt = conn.prepare_cached("SELECT job, outcome, runs FROM job_outcomes")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let s = stats.entry(r.get(0)?).or_default();
+        s.outcomes.push((r.get(1)?, count(r.get(2)?)));
+    }
+    let mut stmt = conn.prepare_cached("SELECT job, le_ms, runs FROM job_durations")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let s = stats.entry(r.get(0)?).or_default();
+        let (le_ms, runs) = (count(r.get(1)?), count(r.get(2)?));
+        // A bucket of an earlier build's bounds counts under every bound above it.
+        for (i, bound) in DURATION_BUCKETS_MS.iter().enumerate() {
+            if le_ms <= *bound {
+                s.le[i] += runs;
+            }
+        }
+        s.count += runs;
+    }
+    let mut stmt = conn.prepare_cached("SELECT name, duration_ms_sum FROM job_state")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Some(s) = stats.get_mut(&r.get::<_, String>(0)?) {
+            s.sum_ms = count(r.get(1)?);
+        }
+    }
+    Ok(stats)
 }
 
 /// Adds to the missed count (fires later than their grace, or lost to downtime).
@@ -284,6 +367,7 @@ pub fn abort_orphaned_runs(conn: &mut Connection) -> Result<usize, StoreError> {
              WHERE name = ?1",
         )?
         .execute([&job])?;
+        count_outcome(&tx, &job, Outcome::Aborted.as_str())?;
         closed += 1;
     }
     tx.commit()?;

@@ -141,9 +141,38 @@ const MIGRATIONS: &[&str] = &[
          subject  TEXT NOT NULL,
          message  TEXT NOT NULL
      ) STRICT;",
+    // 6: what `/metrics` reports of each job's runs: how many ended in each outcome,
+    // and a histogram of their durations (one row per bucket a run fell in, the
+    // bucket named by its upper bound; i64::MAX past the last). A database from
+    // before this counts its earlier runs as success or failure (timeouts included,
+    // which it did not tell apart) and has no durations for them.
+    "CREATE TABLE job_outcomes (
+         job     TEXT NOT NULL,
+         outcome TEXT NOT NULL,
+         runs    INTEGER NOT NULL,
+         PRIMARY KEY (job, outcome)
+     ) STRICT, WITHOUT ROWID;
+     INSERT INTO job_outcomes SELECT name, 'success', successes FROM job_state WHERE successes > 0;
+     INSERT INTO job_outcomes SELECT name, 'failure', failures FROM job_state WHERE failures > 0;
+     CREATE TABLE job_durations (
+         job   TEXT NOT NULL,
+         le_ms INTEGER NOT NULL,
+         runs  INTEGER NOT NULL,
+         PRIMARY KEY (job, le_ms)
+     ) STRICT, WITHOUT ROWID;
+     ALTER TABLE job_state ADD COLUMN duration_ms_sum INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, MIGRATIONS.len())
+}
+
+/// Applies the first `target` migrations (a test builds an older database with it).
+pub(super) fn migrate_to(
+    conn: &mut Connection,
+    path: &Path,
+    target: usize,
+) -> Result<(), StoreError> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
@@ -154,7 +183,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         });
     }
     for (version, sql) in (1..)
-        .zip(MIGRATIONS)
+        .zip(&MIGRATIONS[..target.min(MIGRATIONS.len())])
         .skip(usize::try_from(found).unwrap_or(0))
     {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -60,3 +60,94 @@ fn a_run_cut_off_by_a_dead_process_is_aborted() {
     assert_eq!(rec.last_outcome.as_deref(), Some("aborted"));
     assert_eq!(rec.failures, 1);
 }
+
+#[test]
+fn run_stats_count_outcomes_and_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    ensure(&conn, "probe", "command").unwrap();
+    ensure(&conn, "idle", "command").unwrap();
+    let runs = [
+        (Outcome::Success, 3),
+        (Outcome::Success, 5),
+        (Outcome::Failure, 6),
+        (Outcome::Timeout, 30_000),
+        (Outcome::Success, 7_200_000),
+    ];
+    for (outcome, ms) in runs {
+        record_run(
+            &mut conn,
+            "probe",
+            Origin::Schedule,
+            t(0),
+            None,
+            outcome,
+            None,
+            ms,
+            1,
+        )
+        .unwrap();
+    }
+    let stats = run_stats(&conn).unwrap();
+    let probe = &stats["probe"];
+    assert_eq!(
+        probe.outcomes,
+        [
+            ("failure".to_string(), 1),
+            ("success".to_string(), 3),
+            ("timeout".to_string(), 1)
+        ]
+    );
+    // Cumulative: 3 and 5 ms in the 5 ms bucket, 6 ms in 10 ms, 30 s exactly in its
+    // own bound, two hours past every bound.
+    assert_eq!(probe.le[0], 2);
+    assert_eq!(probe.le[1], 3);
+    assert_eq!(probe.le[10], 3);
+    assert_eq!(probe.le[11], 4);
+    assert_eq!(probe.le[15], 4);
+    assert_eq!((probe.count, probe.sum_ms), (5, 7_230_014));
+    assert!(
+        !stats.contains_key("idle"),
+        "a job that never ran has no figures"
+    );
+}
+
+#[test]
+fn a_run_cut_off_counts_as_aborted_without_a_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::store::open(dir.path()).unwrap();
+    ensure(&conn, "probe", "command").unwrap();
+    conn.execute(
+        "INSERT INTO job_runs (job, origin, pid, started_ms)
+         VALUES ('probe', 'schedule', 2147483600, 0)",
+        [],
+    )
+    .unwrap();
+    abort_orphaned_runs(&mut conn).unwrap();
+    let probe = &run_stats(&conn).unwrap()["probe"];
+    assert_eq!(probe.outcomes, [("aborted".to_string(), 1)]);
+    assert_eq!(probe.count, 0);
+}
+
+#[test]
+fn an_older_database_keeps_its_run_counts_by_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::store::DB_FILE);
+    let mut conn = Connection::open(&path).unwrap();
+    crate::store::schema::migrate_to(&mut conn, &path, 5).unwrap();
+    conn.execute(
+        "INSERT INTO job_state (name, kind, runs, successes, failures)
+         VALUES ('probe', 'command', 5, 3, 2), ('idle', 'command', 0, 0, 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let conn = crate::store::open(dir.path()).unwrap();
+    let stats = run_stats(&conn).unwrap();
+    assert_eq!(
+        stats["probe"].outcomes,
+        [("failure".to_string(), 2), ("success".to_string(), 3)]
+    );
+    assert!(!stats.contains_key("idle"));
+    assert_eq!(get(&conn, "probe").unwrap().unwrap().runs, 5);
+}
