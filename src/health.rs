@@ -28,6 +28,7 @@ use crate::config::{Config, JobConfig};
 use crate::job::JobContext;
 use crate::reading::Quality;
 use crate::sensor::bus::BusCounters;
+use crate::sensor::sampler::LastRead;
 use crate::store::inspect::{self, Stats};
 use crate::store::jobs::{self, JobRecord, Lifecycle};
 use crate::store::upload::{self, UploadStatus};
@@ -141,11 +142,25 @@ pub struct Figures {
     pub store: Option<StoreFigures>,
     /// Each configured job with what the store knows of it.
     pub jobs: Vec<(JobConfig, Option<JobRecord>)>,
-    pub sensors_good: u64,
-    /// Ids of enabled sensors whose last read failed, in configuration order.
-    pub sensors_bad: Vec<String>,
+    /// Each enabled sensor, in configuration order.
+    pub sensors: Vec<SensorFigure>,
     /// Each configured bus and its counters (`None`: nothing known).
     pub buses: Vec<(String, Option<BusCounters>)>,
+}
+
+/// An enabled sensor and what its reads left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorFigure {
+    pub id: String,
+    pub unit: Option<String>,
+    /// `None` until it is first read.
+    pub last: Option<LastRead>,
+}
+
+impl SensorFigure {
+    fn is(&self, quality: Quality) -> bool {
+        self.last.is_some_and(|l| l.quality == quality)
+    }
 }
 
 /// What the heartbeat reads from the database.
@@ -157,9 +172,15 @@ pub struct StoreFigures {
 
 /// Gathers the figures for a heartbeat now.
 pub async fn heartbeat(ctx: &JobContext) -> Figures {
+    let system = ctx.health.sample_system(&ctx.config.agent.state_dir);
+    gather(ctx, system).await
+}
+
+/// Gathers every figure now but the system's, which the caller read: the heartbeat
+/// its CPU share since the last heartbeat, a metrics scrape without one.
+pub async fn gather(ctx: &JobContext, system: SystemFigures) -> Figures {
     let now = ctx.clock.now();
     let config = &ctx.config;
-    let system = ctx.health.sample_system(&config.agent.state_dir);
     let read = ctx
         .store
         .call(|c| Ok((inspect::stats(c)?, upload::status(c)?, jobs::all(c)?)))
@@ -179,7 +200,7 @@ pub async fn heartbeat(ctx: &JobContext) -> Figures {
             (job.clone(), at.map(|i| records.swap_remove(i)))
         })
         .collect();
-    let (sensors_good, sensors_bad) = sensor_figures(config, &ctx.sampler.last_qualities());
+    let sensors = sensor_figures(config, ctx.sampler.last_reads());
     let counters = ctx.sampler.counters();
     let buses = config
         .buses
@@ -193,26 +214,26 @@ pub async fn heartbeat(ctx: &JobContext) -> Figures {
         system,
         store,
         jobs,
-        sensors_good,
-        sensors_bad,
+        sensors,
         buses,
     }
 }
 
+/// Each enabled sensor of `config` with its last read.
 fn sensor_figures(
     config: &Config,
-    last: &std::collections::HashMap<String, Quality>,
-) -> (u64, Vec<String>) {
-    let mut good = 0;
-    let mut bad = Vec::new();
-    for sensor in config.sensors.iter().filter(|s| s.enabled) {
-        match last.get(&sensor.id) {
-            Some(Quality::Good) => good += 1,
-            Some(Quality::Bad) => bad.push(sensor.id.clone()),
-            Some(Quality::Uncertain) | None => {}
-        }
-    }
-    (good, bad)
+    mut last: std::collections::HashMap<String, LastRead>,
+) -> Vec<SensorFigure> {
+    config
+        .sensors
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|s| SensorFigure {
+            id: s.id.clone(),
+            unit: s.unit.clone(),
+            last: last.remove(&s.id),
+        })
+        .collect()
 }
 
 /// The heartbeat of SPEC section 5, every key present, unknown figures `null`.
@@ -284,10 +305,13 @@ pub fn heartbeat_payload(f: &Figures) -> Value {
             "consecutive_failures": upload.map(|u| u.consecutive_failures),
         },
         "jobs": jobs,
-        "sensors": { "good": f.sensors_good, "bad": f.sensors_bad },
+        "sensors": {
+            "good": f.sensors.iter().filter(|s| s.is(Quality::Good)).count(),
+            "bad": f.sensors.iter().filter(|s| s.is(Quality::Bad)).map(|s| &s.id).collect::<Vec<_>>(),
+        },
         "buses": buses,
     })
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,6 +44,8 @@ enum Command {
 pub struct SchedulerHandle {
     tx: mpsc::Sender<Command>,
     ticks: Arc<AtomicU64>,
+    /// The world the runs see now (without this handle: no cycle through it).
+    context: watch::Receiver<JobContext>,
 }
 
 impl SchedulerHandle {
@@ -68,6 +70,12 @@ impl SchedulerHandle {
             .send(Command::Reconfigure(config))
             .await
             .map_err(|_| "scheduler has stopped".to_string())
+    }
+
+    /// The world runs started now would see: the running configuration, its sampler
+    /// and the agent's shared parts (for `/metrics`).
+    pub fn context(&self) -> JobContext {
+        self.context.borrow().clone()
     }
 
     /// How many times the loop has looked at the clocks: the watchdog's proof of life.
@@ -154,9 +162,11 @@ pub async fn spawn_with(
     );
     let (tx, rx) = mpsc::channel(16);
     let ticks = Arc::new(AtomicU64::new(0));
+    let (context, context_rx) = watch::channel(ctx.clone());
     let handle = SchedulerHandle {
         tx,
         ticks: Arc::clone(&ticks),
+        context: context_rx,
     };
     // Runs may ask for other runs (an alarm's job).
     let mut ctx = ctx;
@@ -164,6 +174,7 @@ pub async fn spawn_with(
     let shell = Shell {
         plan,
         ctx,
+        context,
         store,
         ticks: Arc::clone(&ticks),
         tracker: TaskTracker::new(),
@@ -180,6 +191,8 @@ type Finished = (String, Outcome);
 struct Shell {
     plan: Plan,
     ctx: JobContext,
+    /// `ctx` without the scheduler handle, for [`SchedulerHandle::context`].
+    context: watch::Sender<JobContext>,
     store: StoreHandle,
     ticks: Arc<AtomicU64>,
     tracker: TaskTracker,
@@ -261,6 +274,9 @@ impl Shell {
                     now,
                 );
                 self.ctx = self.ctx.reconfigured(config);
+                let mut published = self.ctx.clone();
+                published.scheduler = None;
+                self.context.send_replace(published);
                 tracing::info!(
                     jobs = self.ctx.config.jobs.len(),
                     "scheduler took the new configuration"

@@ -88,8 +88,19 @@ fn record(name: &str) -> JobRecord {
     }
 }
 
+fn sensor(id: &str, last: Option<(Quality, Option<f64>)>) -> SensorFigure {
+    SensorFigure {
+        id: id.to_string(),
+        unit: None,
+        last: last.map(|(quality, good_value)| LastRead {
+            quality,
+            good_value,
+        }),
+    }
+}
+
 /// Every figure known.
-fn known() -> Figures {
+pub(crate) fn known() -> Figures {
     let config = config();
     let jobs = config
         .jobs
@@ -140,8 +151,12 @@ fn known() -> Figures {
             },
         }),
         jobs,
-        sensors_good: 2,
-        sensors_bad: vec!["pond7.ph".to_string()],
+        sensors: vec![
+            sensor("pond7.do", Some((Quality::Good, Some(7.5)))),
+            sensor("pond7.temp", Some((Quality::Good, Some(18.0)))),
+            sensor("pond7.ph", Some((Quality::Bad, Some(7.1)))),
+            sensor("pond7.orp", None),
+        ],
         buses: vec![
             (
                 "rs485-a".to_string(),
@@ -150,6 +165,7 @@ fn known() -> Figures {
                     timeouts: 2,
                     crc_errors: 1,
                     exceptions: 0,
+                    link_errors: 1,
                     last_good_read: Some(at(0, 55, 0)),
                 }),
             ),
@@ -230,8 +246,9 @@ fn what_is_not_known_is_null_and_every_key_stays() {
     for (_, record) in &mut f.jobs {
         *record = None;
     }
-    f.sensors_good = 0;
-    f.sensors_bad.clear();
+    for s in &mut f.sensors {
+        s.last = None;
+    }
     let job = json!({
         "state": null, "last_outcome": null, "last_run": null, "next_run": null,
         "runs": null, "failures": null, "missed": null,
@@ -283,30 +300,29 @@ fn a_job_the_store_has_not_seen_yet_counts_zero() {
 }
 
 #[test]
-fn sensors_count_enabled_ones_by_their_last_read() {
+fn sensors_are_the_enabled_ones_with_their_last_read() {
     let config = config();
-    let q = |pairs: &[(&str, Quality)]| -> HashMap<String, Quality> {
-        pairs.iter().map(|(id, q)| (id.to_string(), *q)).collect()
+    let read = |quality, good_value| LastRead {
+        quality,
+        good_value,
     };
+    let ids = |f: &[SensorFigure]| -> Vec<String> { f.iter().map(|s| s.id.clone()).collect() };
+    let none = sensor_figures(&config, HashMap::new());
     assert_eq!(
-        sensor_figures(&config, &q(&[])),
-        (0, vec![]),
-        "nothing read yet"
+        ids(&none),
+        ["pond7.do", "pond7.temp", "pond7.ph"],
+        "pond7.orp is disabled"
     );
-    assert_eq!(
-        sensor_figures(
-            &config,
-            &q(&[
-                ("pond7.do", Quality::Good),
-                ("pond7.temp", Quality::Bad),
-                ("pond7.ph", Quality::Bad),
-                // Disabled, and one no longer configured: neither counts.
-                ("pond7.orp", Quality::Bad),
-                ("gone", Quality::Good),
-            ])
-        ),
-        (1, vec!["pond7.temp".to_string(), "pond7.ph".to_string()])
-    );
+    assert!(none.iter().all(|s| s.last.is_none()), "nothing read yet");
+    let last = HashMap::from([
+        ("pond7.do".to_string(), read(Quality::Good, Some(7.5))),
+        ("pond7.temp".to_string(), read(Quality::Bad, Some(18.0))),
+        ("gone".to_string(), read(Quality::Good, Some(1.0))),
+    ]);
+    let figures = sensor_figures(&config, last);
+    assert_eq!(ids(&figures), ["pond7.do", "pond7.temp", "pond7.ph"]);
+    assert_eq!(figures[1].last, Some(read(Quality::Bad, Some(18.0))));
+    assert_eq!(figures[2].last, None);
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub struct BusCounters {
     pub timeouts: u64,
     pub crc_errors: u64,
     pub exceptions: u64,
+    /// Transactions lost to the link itself (a TCP connection dropped, a serial
+    /// write failed); not in the heartbeat, which predates it.
+    pub link_errors: u64,
     pub last_good_read: Option<DateTime<Utc>>,
 }
 
@@ -202,7 +205,8 @@ impl Bus {
                     Err(ReadError::Timeout(_)) => c.timeouts += 1,
                     Err(ReadError::Garbled { .. }) => c.crc_errors += 1,
                     Err(ReadError::Exception(_)) => c.exceptions += 1,
-                    _ => {}
+                    Err(ReadError::Link(_)) => c.link_errors += 1,
+                    Ok(_) => {}
                 }
             }
             match result {

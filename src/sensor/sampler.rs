@@ -32,12 +32,21 @@ pub struct Sampler {
     zone: chrono_tz::Tz,
     clock: Arc<dyn Clock>,
     rng: Mutex<fastrand::Rng>,
-    /// Each sensor's last quality, by id; shared with the previous sampler so a run
+    /// Each sensor's last read, by id; shared with the previous sampler so a run
     /// still going on it during a reload is remembered too.
-    last: Arc<Mutex<HashMap<String, Quality>>>,
+    last: Arc<Mutex<HashMap<String, LastRead>>>,
     /// Each bus's state after its last read: down when none of its sensors read
     /// good. Shared across reloads like `last`.
     down: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+/// What the sampler remembers of a sensor's reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastRead {
+    /// The last read's quality.
+    pub quality: Quality,
+    /// The value of the last good read, however long ago.
+    pub good_value: Option<f64>,
 }
 
 /// What changed with one read, for events.
@@ -150,7 +159,12 @@ impl Sampler {
         let mut changes = Changes::default();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         for r in &readings {
-            let before = last.insert(r.sensor.clone(), r.quality);
+            let kept = last.get(&r.sensor).and_then(|l| l.good_value);
+            let read = LastRead {
+                quality: r.quality,
+                good_value: good_value(r).or(kept),
+            };
+            let before = last.insert(r.sensor.clone(), read).map(|l| l.quality);
             let (bad_now, bad_before) = (r.quality == Quality::Bad, before == Some(Quality::Bad));
             if bad_now != bad_before && (before.is_some() || bad_now) {
                 changes.sensors.push((r.sensor.clone(), r.quality));
@@ -187,9 +201,13 @@ impl Sampler {
             .collect()
     }
 
-    /// The quality of each sensor's last read, by id; a sensor not read since the
-    /// start is absent.
-    pub fn last_qualities(&self) -> HashMap<String, Quality> {
+    /// What each sensor's reads left, by id; a sensor not read since the start is
+    /// absent.
+    pub fn last_reads(&self) -> HashMap<String, LastRead> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+fn good_value(r: &Reading) -> Option<f64> {
+    r.value.filter(|_| r.quality == Quality::Good)
 }
