@@ -107,6 +107,10 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         .clone()
         .map(|m| tokio::spawn(crate::event::forward(events.clone(), m)));
     let (scheduler, scheduler_task) = scheduler::spawn_with(ctx, shutdown.clone()).await?;
+    let metrics = match &config.metrics {
+        Some(m) => crate::metrics::start(m.listen, scheduler.clone(), shutdown.clone()).await,
+        None => None,
+    };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         id = %agent.id,
@@ -155,6 +159,9 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         forwarder.abort();
     }
     shutdown.cancel();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if tokio::time::timeout(STOP_LIMIT - MQTT_STOP_LIMIT, scheduler_task)
         .await
         .is_err()
@@ -306,6 +313,9 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     }
     if old.mqtt != new.mqtt {
         keys.push("mqtt");
+    }
+    if old.metrics != new.metrics {
+        keys.push("metrics");
     }
     keys
 }

@@ -23,6 +23,7 @@ pub mod tls;
 pub mod upload;
 pub mod health;
 pub mod mqtt;
+pub mod metrics;
 pub mod event;
 pub mod job;
 pub mod remote;

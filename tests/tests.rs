@@ -11,6 +11,7 @@ mod control;
 mod crash;
 mod events;
 mod jobs;
+mod metrics;
 mod mqtt;
 mod remote;
 mod scheduler;
