@@ -126,3 +126,147 @@ fn a_raised_alarm_runs_its_job_once_and_not_again_after_a_restart() {
     again.signal(libc::SIGTERM);
     assert_eq!(again.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// The whole path (the sample job, the buffer, the rules, an alarm's job) on a wall
+/// clock the test moves five seconds per cycle: two minutes of pond in well under a
+/// second. The simulated oxygen is a cosine with its low at 06:00; with base 5.5 and
+/// amplitude 1 it is under 5.0 for a third of its period: 20 s for pond1 (60 s
+/// period), 40 s for pond2 (120 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_driven_clock_a_20s_dip_is_not_raised_a_40s_one_is_and_clears_past_its_hysteresis() {
+    use std::sync::Arc;
+
+    use tidegate::alarm::Phase;
+    use tidegate::clock::{Clock, TestClock};
+    use tidegate::store::{self, StoreHandle, alarms as alarm_store, jobs};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("aerator-runs");
+    let config = tidegate::config::parse_str(
+        &format!(
+            "[agent]\nid = \"t\"\ntimezone = \"UTC\"\nclock = \"trusted\"\n\
+             [jobs.heartbeat]\nenabled = false\n[jobs.upload]\nenabled = false\n[jobs.cleanup]\nenabled = false\n\
+             [jobs.sample]\ncron = \"0 0 1 1 *\"\n\
+             [jobs.aerator]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"echo on >> {}\"]\n\
+             [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
+             [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 5.5, amplitude = 1.0, period = \"60s\" }}\n\
+             [[sensor]]\nid = \"pond2.do\"\nbus = \"sim\"\nmodel = {{ base = 5.5, amplitude = 1.0, period = \"120s\" }}\n\
+             [[alarm]]\nid = \"pond1-low\"\nsensor = \"pond1.do\"\nbelow = 5.0\nfor = \"30s\"\n\
+             [[alarm]]\nid = \"pond2-low\"\nsensor = \"pond2.do\"\nbelow = 5.0\nclear_above = 5.8\nfor = \"30s\"\nrun = \"aerator\"\n",
+            marker.display()
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let rules = config.alarms.clone();
+    let clock = TestClock::at(2026, 11, 23, 5, 59, 0, true);
+    let store = StoreHandle::spawn(store::open(dir.path()).unwrap());
+    let shutdown = CancellationToken::new();
+    let (scheduler, task) = tidegate::scheduler::spawn(
+        Arc::new(config),
+        Arc::new(clock.clone()) as Arc<dyn Clock>,
+        store.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let runs_of = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            let record = store.call(move |c| jobs::get(c, job)).await.unwrap();
+            record.map_or(0, |r| r.runs)
+        }
+    };
+
+    let mut pond1_pending = false;
+    let mut dip_began = None;
+    let mut raised_at = None;
+    let mut held_in_band = 0;
+    let mut cleared = false;
+    for cycle in 1..=30 {
+        clock.step(chrono::Duration::seconds(5));
+        scheduler.run_now("sample").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while runs_of("sample").await < cycle {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cycle {cycle} did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let rules = rules.clone();
+        let (states, last) = store
+            .call(move |c| {
+                Ok((
+                    alarm_store::load(c, &rules)?,
+                    alarm_store::last_good(c, "pond2.do")?,
+                ))
+            })
+            .await
+            .unwrap();
+        let (pond1, pond2) = (&states[0], &states[1]);
+        let (value, ts) = last.unwrap();
+        let ts = chrono::DateTime::from_timestamp_millis(ts).unwrap();
+        assert!(
+            !matches!(pond1.phase, Phase::Raised { .. }),
+            "a 20 s dip raised pond1 at cycle {cycle}: {pond1:?}"
+        );
+        pond1_pending |= matches!(pond1.phase, Phase::Pending { .. });
+        match (raised_at, pond2.phase) {
+            (None, Phase::Pending { since }) => dip_began = Some(since),
+            (None, Phase::Raised { since }) => {
+                // Raised by the first reading at least 30 s after the dip began.
+                let began = dip_began.expect("pending before raised");
+                assert_eq!(since, ts);
+                assert!(
+                    ts - began >= chrono::Duration::seconds(30),
+                    "{began} to {ts}"
+                );
+                assert!(
+                    ts - began < chrono::Duration::seconds(35),
+                    "{began} to {ts}"
+                );
+                raised_at = Some(cycle);
+            }
+            (Some(_), Phase::Raised { .. }) if !cleared => {
+                assert!(value <= 5.8, "still raised at {value}, past clear_above");
+                if value > 5.0 {
+                    held_in_band += 1;
+                }
+            }
+            (Some(_), Phase::Ok) if !cleared => {
+                assert!(value > 5.8, "cleared at {value}, inside the hysteresis");
+                cleared = true;
+            }
+            (None, _) | (Some(_), _) => {}
+        }
+        if cleared {
+            break;
+        }
+    }
+    assert!(
+        pond1_pending,
+        "pond1 never dipped: the test saw no short dip"
+    );
+    assert!(raised_at.is_some(), "the 40 s dip did not raise pond2");
+    assert!(
+        held_in_band >= 2,
+        "no readings in the hysteresis band: {held_in_band}"
+    );
+    assert!(cleared, "pond2 never cleared");
+
+    // The aerator ran once for the one raise, however many cycles followed it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs_of("aerator").await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the aerator never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs_of("aerator").await, 1);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
+    shutdown.cancel();
+    task.await.unwrap();
+}
