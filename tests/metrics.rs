@@ -360,16 +360,20 @@ async fn metrics_parse_and_carry_the_heartbeats_figures() {
     device.stop().await;
 }
 
-#[test]
-fn slow_and_hostile_clients_neither_wedge_the_endpoint_nor_the_jobs() {
-    let listen = free_port();
-    let rest = format!(
+/// One simulated sensor sampled every second, metrics on `listen`.
+fn sampled_every_second(listen: SocketAddr) -> String {
+    format!(
         "[metrics]\nlisten = \"{listen}\"\n\
          [jobs.sample]\nevery = \"1s\"\n\
          [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
          [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n"
-    );
-    let site = Site::new(&rest);
+    )
+}
+
+#[test]
+fn slow_and_hostile_clients_neither_wedge_the_endpoint_nor_the_jobs() {
+    let listen = free_port();
+    let site = Site::new(&sampled_every_second(listen));
     let mut agent = site.start();
     eventually(Duration::from_secs(10), "the endpoint", || {
         TcpStream::connect(listen).is_ok()
@@ -460,13 +464,7 @@ fn slow_and_hostile_clients_neither_wedge_the_endpoint_nor_the_jobs() {
 fn a_port_in_use_leaves_the_agent_running_without_the_endpoint() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap();
-    let rest = format!(
-        "[metrics]\nlisten = \"{listen}\"\n\
-         [jobs.sample]\nevery = \"1s\"\n\
-         [[bus]]\nname = \"sim\"\nkind = \"simulated\"\n\
-         [[sensor]]\nid = \"pond1.do\"\nbus = \"sim\"\nmodel = {{ base = 7.5 }}\n"
-    );
-    let site = Site::new(&rest);
+    let site = Site::new(&sampled_every_second(listen));
     let mut agent = site.start();
     agent.wait_for_log("metrics endpoint not started", Duration::from_secs(10));
     assert!(agent.log().contains(&format!("listen={listen}")));
