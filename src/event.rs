@@ -30,6 +30,9 @@ const BATCH: usize = 50;
 /// no sooner than this).
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// The first wait after the MQTT client would take no more; doubled up to [`RECHECK`].
+const FIRST_RETRY: Duration = Duration::from_millis(20);
+
 /// The kinds SPEC section 9 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -173,17 +176,26 @@ pub async fn forward(events: Events, mqtt: MqttHandle) {
     let Some(store) = events.store.clone() else {
         return;
     };
+    let mut retry = FIRST_RETRY;
     loop {
         // Taken before the read: an event raised meanwhile sets it again.
         if mqtt.connected() && events.maybe_queued.swap(false, Ordering::AcqRel) {
             match send_queued(&store, &mqtt).await {
                 // All of it went: nothing waits until the next raise.
-                Ok(Sent::All) => {}
+                Ok(Sent::All) => retry = FIRST_RETRY,
                 Ok(Sent::Some) => {
                     events.maybe_queued.store(true, Ordering::Release);
+                    retry = FIRST_RETRY;
                     continue;
                 }
-                Ok(Sent::Stuck) => events.maybe_queued.store(true, Ordering::Release),
+                // The client's queue is full (a burst bigger than it): while connected
+                // it drains in milliseconds, so look again soon, then less often.
+                Ok(Sent::Stuck) => {
+                    events.maybe_queued.store(true, Ordering::Release);
+                    let _ = tokio::time::timeout(retry, events.wake.notified()).await;
+                    retry = (retry * 2).min(RECHECK);
+                    continue;
+                }
                 Err(error) => {
                     events.maybe_queued.store(true, Ordering::Release);
                     tracing::warn!(%error, "cannot send queued events");
