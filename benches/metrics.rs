@@ -11,7 +11,7 @@
 //!   `ts`, and the latency is arrival minus `ts`. All 50 cross in the same sampling
 //!   cycle, so the events come in bursts of 50: the first of a burst is a lone
 //!   crossing's latency, the rest queue behind it;
-//! - the agent's resident memory (VmRSS, VmHWM) and CPU time at the end.
+//! - the agent's resident memory (VmRSS every minute, VmHWM) and CPU time at the end.
 //!
 //! ```sh
 //! cargo build --release && cp target/release/tidegate /tmp/tidegate
@@ -200,11 +200,21 @@ fn main() {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut fresh = Vec::new();
     let mut size = 0;
+    let mut rss_over_time = Vec::new();
+    let mut next_rss = Instant::now();
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1100));
         let (latency, bytes) = scrape(listen);
         fresh.push(latency);
         size = bytes;
+        if Instant::now() >= next_rss {
+            rss_over_time.push(format!(
+                "{}s {}",
+                up.elapsed().as_secs(),
+                status(pid, "VmRSS:")
+            ));
+            next_rss += Duration::from_secs(60);
+        }
     }
     let cached: Vec<Duration> = (0..200).map(|_| scrape(listen).0).collect();
     let rss = status(pid, "VmRSS:");
@@ -251,5 +261,6 @@ fn main() {
         "reading ts -> alarm event at subscriber, first of each burst",
         first_of_burst,
     );
+    println!("VmRSS every minute: {}", rss_over_time.join(", "));
     println!("agent at the end: VmRSS {rss}, VmHWM {hwm}, CPU {cpu:.2} s; exit {code:?}");
 }
