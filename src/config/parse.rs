@@ -878,7 +878,10 @@ fn read_buffer(cx: &mut Cx<'_>, t: &Tbl<'_>) -> BufferConfig {
 fn read_metrics(cx: &mut Cx<'_>, t: &Tbl<'_>) -> Option<MetricsConfig> {
     t.check_keys(cx, METRICS_KEYS);
     if !t.has("listen") {
-        t.missing(cx, "listen");
+        // Loopback unless the farm chooses otherwise: the endpoint has no authentication.
+        return Some(MetricsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        });
     }
     let listen = t.string_with(cx, "listen", |s| {
         s.parse::<SocketAddr>()
