@@ -91,7 +91,10 @@ fn defaults_and_built_in_jobs() {
     assert_eq!(c.buffer.max_size, 512 << 20);
     assert!(c.mqtt.is_none() && c.upload.is_none() && c.metrics.is_none());
     // An empty [metrics] serves on loopback.
-    let m = parse_ok("[agent]\nid = \"p\"\ntimezone = \"UTC\"\n[metrics]\n", "m.toml");
+    let m = parse_ok(
+        "[agent]\nid = \"p\"\ntimezone = \"UTC\"\n[metrics]\n",
+        "m.toml",
+    );
     assert_eq!(
         m.metrics.map(|m| m.listen.to_string()).as_deref(),
         Some("127.0.0.1:9464")
